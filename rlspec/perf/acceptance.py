@@ -1,0 +1,84 @@
+"""Acceptance of draft tokens: how many of k drafts the target keeps.
+
+Per-request acceptance probability a is drawn from a per-dataset Beta distribution (mean,
+concentration); position j (0-based) of a draft is accepted with probability
+a * position_decay**j given all earlier ones were; the accepted count of one verify step is
+the resulting truncated geometric. `drift` moves the dataset mean over time (e.g. a code
+burst followed by chat) by linear interpolation between (time, mean) points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rlspec.config import ConfigError, check_range
+
+
+def expected_tokens(a: float, k: int) -> float:
+    """E[tokens per verify step] = (1 - a^(k+1)) / (1 - a), counting the bonus token."""
+    if k <= 0:
+        return 1.0
+    if a >= 1.0:
+        return float(k + 1)
+    return (1.0 - a ** (k + 1)) / (1.0 - a)
+
+
+@dataclass(frozen=True)
+class AcceptanceConfig:
+    mean: float = 0.8  # dataset mean of the per-request acceptance probability
+    concentration: float = 20.0  # Beta(a, b) with a + b = concentration; larger = less spread
+    position_decay: float = 1.0  # multiplier per draft position (1 = none)
+    drift: list[tuple[float, float]] = field(default_factory=list)  # [(time_s, mean), ...]
+
+    def __post_init__(self) -> None:
+        check_range("acceptance.mean", self.mean, 0.0, 1.0)
+        check_range("acceptance.concentration", self.concentration, lo=0.1)
+        check_range("acceptance.position_decay", self.position_decay, 0.0, 1.0)
+        times = [t for t, _ in self.drift]
+        if times != sorted(times):
+            raise ConfigError("acceptance.drift: times must be increasing")
+        for i, (_, m) in enumerate(self.drift):
+            check_range(f"acceptance.drift[{i}].mean", m, 0.0, 1.0)
+
+
+class AcceptanceModel:
+    """Draws per-request acceptance and per-step accepted counts from an owned Generator."""
+
+    def __init__(self, cfg: AcceptanceConfig, rng: np.random.Generator):
+        self.cfg = cfg
+        self._rng = rng
+        self._drift_t = np.array([t for t, _ in cfg.drift], dtype=float)
+        self._drift_m = np.array([m for _, m in cfg.drift], dtype=float)
+
+    def mean_at(self, t: float) -> float:
+        if not len(self._drift_t):
+            return self.cfg.mean
+        return float(np.interp(t, self._drift_t, self._drift_m))
+
+    def draw_request(self, t: float) -> float:
+        """Acceptance probability of a request arriving at time t."""
+        m = self.mean_at(t)
+        if m <= 0.0 or m >= 1.0:
+            return m
+        c = self.cfg.concentration
+        return float(self._rng.beta(m * c, (1.0 - m) * c))
+
+    def accepted(self, a: np.ndarray, k: int, u: np.ndarray) -> np.ndarray:
+        """Accepted drafts per request for acceptance probabilities `a` and uniforms `u`.
+
+        P(accepted >= j) = prod_{i<j} a * decay^i, so accepted = #{j : u < P(>= j)}.
+        """
+        if k == 0:
+            return np.zeros(len(a), dtype=np.int64)
+        decay = self.cfg.position_decay
+        if decay == 1.0:
+            # P(>= j) = a^j: accepted = floor(log u / log a), truncated at k.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                n = np.floor(np.log(u) / np.log(a))
+            n = np.where(a >= 1.0, k, np.where(a <= 0.0, 0, n))
+            return np.minimum(n, k).astype(np.int64)
+        steps = a[:, None] * decay ** np.arange(k)[None, :]
+        surv = np.cumprod(steps, axis=1)
+        return (u[:, None] < surv).sum(axis=1)

@@ -1,0 +1,119 @@
+"""Hardware and model profiles: the numbers the cost model is made of.
+
+Profiles are data (`rlspec/perf/profiles/*.yaml`), each number with its source, so a
+user can add their own accelerator or model pair without touching code; calibration
+writes the same format with fitted coefficients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from rlspec.config import ConfigError, check_range, from_dict, load_yaml
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    name: str
+    peak_flops: float  # dense FLOP/s at the model's dtype
+    mem_bandwidth: float  # bytes/s of device memory
+    host_link_bandwidth: float  # bytes/s device <-> host (drafter offload/reload)
+    memory_bytes: float  # device memory
+    compute_efficiency: float = 0.6  # achieved share of peak_flops in large GEMMs
+    bandwidth_efficiency: float = 0.8  # achieved share of mem_bandwidth when streaming weights/KV
+
+    def __post_init__(self) -> None:
+        for name in ("peak_flops", "mem_bandwidth", "host_link_bandwidth", "memory_bytes"):
+            check_range(f"hardware.{name}", getattr(self, name), lo=1.0)
+        check_range("hardware.compute_efficiency", self.compute_efficiency, 0.01, 1.0)
+        check_range("hardware.bandwidth_efficiency", self.bandwidth_efficiency, 0.01, 1.0)
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    name: str
+    params: float  # parameter count
+    layers: int
+    kv_heads: int
+    head_dim: int
+    dtype_bytes: int = 2
+
+    def __post_init__(self) -> None:
+        check_range("model.params", self.params, lo=1.0)
+        for name in ("layers", "kv_heads", "head_dim", "dtype_bytes"):
+            check_range(f"model.{name}", getattr(self, name), lo=1)
+
+    @property
+    def weight_bytes(self) -> float:
+        return self.params * self.dtype_bytes
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        return 2.0 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
+
+
+@dataclass(frozen=True)
+class FittedStepTime:
+    """Linear step-time coefficients fitted on a live engine (`rlspec calibrate`).
+
+    A pass over `tokens` new tokens attending to `context` cached tokens costs
+    `base + per_token * tokens + per_context * context` seconds: the load-independent
+    part (weights streamed once) and the load-dependent parts of the latency model.
+    """
+
+    target_base_s: float
+    target_per_token_s: float
+    target_per_context_s: float
+    draft_base_s: float
+    draft_per_token_s: float
+    draft_per_context_s: float
+
+    def __post_init__(self) -> None:
+        for f in self.__dataclass_fields__:
+            check_range(f"fitted.{f}", getattr(self, f), lo=0.0)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One deployment: an accelerator serving a target model with a draft model."""
+
+    name: str
+    hardware: HardwareProfile
+    target: ModelProfile
+    draft: ModelProfile
+    iteration_overhead_s: float  # scheduler, sampling, launch: paid once per iteration
+    draft_pass_overhead_s: float  # launch cost of each sequential draft pass
+    offload_fixed_s: float  # fixed cost of one drafter offload or reload (sync, allocator)
+    kind: Literal["roofline", "fitted"] = "roofline"
+    fitted: FittedStepTime | None = None
+    sources: dict[str, str] = field(default_factory=dict)  # where each number comes from
+
+    def __post_init__(self) -> None:
+        check_range("iteration_overhead_s", self.iteration_overhead_s, lo=0.0)
+        check_range("draft_pass_overhead_s", self.draft_pass_overhead_s, lo=0.0)
+        check_range("offload_fixed_s", self.offload_fixed_s, lo=0.0)
+        if self.kind == "fitted" and self.fitted is None:
+            raise ConfigError("fitted: required when kind is 'fitted'")
+        if self.kind == "roofline" and self.fitted is not None:
+            raise ConfigError("fitted: only allowed when kind is 'fitted'")
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """A shipped profile by name (e.g. `h100-llama8b-1b`) or any profile YAML by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILE_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ConfigError(
+                f"profile: unknown profile {str(name_or_path)!r}; shipped: {available_profiles()}"
+                " (or give a path to a profile YAML)"
+            )
+    return from_dict(Profile, load_yaml(path), f"profile[{path.name}]")

@@ -1,0 +1,395 @@
+"""Iteration-level simulator of a vLLM-like server doing speculative decoding.
+
+It is the training ground of the RL controller, so it must be fast and faithful to the
+mechanisms that make the right k depend on load: continuous batching under a token budget,
+chunked prefill, KV blocks with lookahead slots for drafts, preemption by recompute, one
+verify pass per step whose cost is roofline-bound, and a drafter whose weights can leave
+the device (freeing KV blocks) and must come back (transfer + KV refill) before speculating.
+
+Requests live in struct-of-arrays form indexed by request id, so the common iteration (all
+running requests decoding, memory available) is a handful of vectorised numpy operations.
+
+Token accounting follows vLLM: a decoding request holds `prompt + generated - 1` tokens in
+KV (the last sampled token is the next step's input). A decode step schedules 1 + k tokens,
+accepts `a <= k` drafts and emits `a + 1` tokens. A (re)prefill covers `prompt + generated`
+tokens and samples one token when it completes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+
+from rlspec.control.action import Action
+from rlspec.engines.base import Backend
+from rlspec.engines.snapshot import DrafterState, RequestRecord, Snapshot
+from rlspec.perf.acceptance import AcceptanceConfig, AcceptanceModel
+from rlspec.perf.profile import Profile
+from rlspec.perf.step_time import StepTimeModel
+from rlspec.sim.config import EngineConfig
+from rlspec.sim.kv import BlockPool
+from rlspec.workload.request import Request
+
+_UNIFORM_BUFFER = 1 << 16
+
+
+class Simulator(Backend):
+    """A seeded, instance-owned simulation of one serving engine."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        engine: EngineConfig,
+        acceptance: AcceptanceConfig,
+        seed: int = 0,
+    ):
+        self.profile = profile
+        self.engine = engine
+        self.k_max = engine.k_max
+        self.cost = StepTimeModel(profile)
+        self.acceptance_cfg = acceptance
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._acc = AcceptanceModel(acceptance, self._rng)
+        self._episode = 0
+        self.start([])
+
+    # ------------------------------------------------------------------ episode set-up
+    def start(self, requests: Sequence[Request]) -> Snapshot:
+        """Reset all engine state; the RNG stream continues (reseed via `reseed`)."""
+        n = len(requests)
+        ids = [r.request_id for r in requests]
+        if ids != list(range(n)):
+            raise ValueError("requests must have ids 0..n-1 in arrival order")
+        arrivals = np.array([r.arrival_s for r in requests], dtype=np.float64)
+        if n and np.any(np.diff(arrivals) < 0):
+            raise ValueError("requests must be sorted by arrival_s")
+        self.requests = list(requests)
+        self.arrival = arrivals
+        self.prompt = np.array([r.prompt_len for r in requests], dtype=np.int64)
+        self.output = np.array([r.output_len for r in requests], dtype=np.int64)
+        if n and (self.prompt.min() < 1 or self.output.min() < 1):
+            raise ValueError("every request needs prompt_len >= 1 and output_len >= 1")
+        self.computed = np.zeros(n, dtype=np.int64)  # tokens in KV
+        self.generated = np.zeros(n, dtype=np.int64)
+        self.blocks = np.zeros(n, dtype=np.int64)  # KV blocks held
+        self.first_token = np.full(n, np.nan)
+        self.finish = np.full(n, np.nan)
+        self.preempted = np.zeros(n, dtype=np.int64)
+        self.acc_prob = np.zeros(n, dtype=np.float64)  # drawn on arrival (drift is by time)
+
+        self.kv = BlockPool.for_profile(self.profile, self.engine)
+        self.clock = 0.0
+        self._next_arrival = 0  # index of the next request not yet arrived
+        self.waiting: deque[int] = deque()
+        self.running: list[int] = []  # admission order; preemption takes from the end
+        self.completed = 0
+        self.drafter = DrafterState.RESIDENT
+        self.k = 0
+        self._want = Action(k=0)
+        self._uniform = self._rng.random(_UNIFORM_BUFFER)
+        self._u_pos = 0
+        self._episode += 1
+        self.iterations = 0
+        self._arrive_until(0.0)
+        return self._snapshot(0.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, (), ())
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random stream: same seed and workload, same trajectory."""
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._acc = AcceptanceModel(self.acceptance_cfg, self._rng)
+
+    def set_action(self, action: Action) -> None:
+        if action.k > self.k_max:
+            raise ValueError(f"action k={action.k} exceeds engine.k_max={self.k_max}")
+        self._want = action
+
+    @property
+    def finished(self) -> bool:
+        return self.completed == len(self.requests)
+
+    @property
+    def num_in_system(self) -> int:
+        return len(self.running) + len(self.waiting)
+
+    # ------------------------------------------------------------------ one iteration
+    def step(self) -> Snapshot:
+        if not self.running and not self.waiting:
+            return self._idle()
+        self.iterations += 1
+        stall = 0.0
+        transition = self._apply_drafter_action()
+        if transition is DrafterState.OFFLOADING or transition is DrafterState.LOADING:
+            stall = self.cost.transfer_s
+        preemptions = self._preempted_for_reload if transition is DrafterState.LOADING else 0
+        resident = self.drafter is DrafterState.RESIDENT and transition is None
+        k = self._want.k if resident else 0
+        self.k = k
+
+        dec, pre, pre_chunks, n_preempt = self._schedule(k)
+        preemptions += n_preempt
+        n_dec = len(dec)
+        context = int(self.computed[dec].sum()) if n_dec else 0
+        prefill_tokens = 0
+        for rid, chunk in zip(pre, pre_chunks, strict=True):
+            context += int(self.computed[rid])
+            prefill_tokens += chunk
+
+        step = self.cost.iteration(n_dec, k, prefill_tokens, context, resident)
+        if transition is DrafterState.LOADING:
+            # The drafter skipped every token while away: its KV must be rebuilt.
+            step += self.cost.drafter_refill(int(self.computed[self.running].sum()))
+        step += stall
+        t0 = self.clock
+        t1 = t0 + step
+        self.clock = t1
+
+        n_sys_before = self.num_in_system
+        drafted = accepted = emitted = draft_reqs = 0
+        acc_pos: tuple[int, ...] = ()
+        drf_pos: tuple[int, ...] = ()
+        done: list[int] = []
+        if n_dec:
+            remaining = self.output[dec] - self.generated[dec]
+            if k:
+                u = self._uniforms(n_dec)
+                acc = self._acc.accepted(self.acc_prob[dec], k, u)
+                draft_reqs = n_dec
+                drafted = n_dec * k
+                accepted = int(acc.sum())
+                acc_pos = tuple(int(c) for c in np.bincount(acc, minlength=k + 1)[::-1].cumsum()[::-1][1:])
+                drf_pos = (n_dec,) * k
+                out = np.minimum(acc + 1, remaining)
+            else:
+                out = np.ones(n_dec, dtype=np.int64)
+            emitted = int(out.sum())
+            self.computed[dec] += out
+            self.generated[dec] += out
+            finished_mask = out == remaining
+            if finished_mask.any():
+                done.extend(dec[finished_mask].tolist())
+        for rid, chunk in zip(pre, pre_chunks, strict=True):
+            self.computed[rid] += chunk
+            if self.computed[rid] == self.prompt[rid] + self.generated[rid]:
+                if self.generated[rid] == 0:
+                    self.first_token[rid] = t1
+                self.generated[rid] += 1
+                emitted += 1
+                if self.generated[rid] == self.output[rid]:
+                    done.append(rid)
+        for rid in done:
+            self.finish[rid] = t1
+            self.kv.used_blocks -= int(self.blocks[rid])
+            self.blocks[rid] = 0
+        if done:
+            gone = set(done)
+            self.running = [r for r in self.running if r not in gone]
+            self.completed += len(done)
+
+        if transition is DrafterState.OFFLOADING:
+            self.drafter = DrafterState.OFFLOADED
+            self.kv.drafter_resident = False
+        elif transition is DrafterState.LOADING:
+            self.drafter = DrafterState.RESIDENT
+
+        n_arr, arr_area = self._arrive_until(t1)
+        area = n_sys_before * step + arr_area
+        return self._snapshot(
+            step, n_dec * (k + 1) + prefill_tokens, prefill_tokens, n_dec, k, drafted,
+            accepted, emitted, n_arr, len(done), preemptions, area, draft_reqs, acc_pos,
+            drf_pos, transition,
+        )
+
+    def _apply_drafter_action(self) -> DrafterState | None:
+        """Start an offload or reload if the action asks for one; returns the transition."""
+        self._preempted_for_reload = 0
+        if self._want.offload and self.drafter is DrafterState.RESIDENT:
+            return DrafterState.OFFLOADING
+        if not self._want.offload and self.drafter is DrafterState.OFFLOADED:
+            # The weights need their blocks back before they can land.
+            need = self.kv.drafter_blocks
+            while self.kv.free < need and self.running:
+                self._preempt(self.running.pop())
+                self._preempted_for_reload += 1
+            if self.kv.free < need:
+                return None  # cannot happen: with nothing running every block is free
+            self.kv.drafter_resident = True
+            return DrafterState.LOADING
+        return None
+
+    def _schedule(self, k: int) -> tuple[np.ndarray, list[int], list[int], int]:
+        """vLLM V1 order: running requests first, then admit waiting ones under the budget.
+
+        Returns (decode ids, prefill ids, prefill chunk sizes, preemptions).
+        """
+        bs = self.engine.block_size
+        budget = self.engine.max_num_batched_tokens
+        run = self.running
+        preemptions = 0
+        # Fast path: everyone decoding, tokens and blocks suffice.
+        if run:
+            ra = np.asarray(run, dtype=np.int64)
+            comp = self.computed[ra]
+            target = self.prompt[ra] + self.generated[ra]
+            decoding = (comp + 1 == target) & (self.generated[ra] > 0)
+            if decoding.all() and len(run) * (k + 1) <= budget:
+                need = np.maximum((comp + k + bs) // bs - self.blocks[ra], 0)  # ceil((c+1+k)/bs)
+                total = int(need.sum())
+                if total <= self.kv.free:
+                    if total:
+                        self.blocks[ra] += need
+                        self.kv.used_blocks += total
+                    budget -= len(run) * (k + 1)
+                    pre, chunks = self._admit(budget, bs)
+                    return ra, pre, chunks, 0
+        dec = []
+        pre: list[int] = []
+        chunks: list[int] = []
+        i = 0
+        while i < len(run):
+            rid = run[i]
+            target = int(self.prompt[rid] + self.generated[rid])
+            comp = int(self.computed[rid])
+            decoding = comp + 1 == target and self.generated[rid] > 0
+            if decoding:
+                tokens = 1 + k
+            else:
+                tokens = min(target - comp, budget)
+            if tokens <= 0 or budget < tokens:
+                break
+            need = max(-(-(comp + tokens) // bs) - int(self.blocks[rid]), 0)
+            while need > self.kv.free:
+                victim = run.pop()
+                self._preempt(victim)
+                preemptions += 1
+                if victim == rid:
+                    break
+            else:
+                self.blocks[rid] += need
+                self.kv.used_blocks += need
+                budget -= tokens
+                if decoding:
+                    dec.append(rid)
+                else:
+                    pre.append(rid)
+                    chunks.append(tokens)
+                i += 1
+                continue
+            break  # rid itself was preempted
+        if not preemptions:
+            more, more_chunks = self._admit(budget, bs)
+            pre += more
+            chunks += more_chunks
+        return np.asarray(dec, dtype=np.int64), pre, chunks, preemptions
+
+    def _admit(self, budget: int, bs: int) -> tuple[list[int], list[int]]:
+        """FCFS admission of waiting requests while seats, tokens and blocks last."""
+        pre: list[int] = []
+        chunks: list[int] = []
+        while self.waiting and budget > 0 and len(self.running) < self.engine.max_num_seqs:
+            rid = self.waiting[0]
+            chunk = min(int(self.prompt[rid] + self.generated[rid]), budget)
+            need = -(-chunk // bs)
+            if need > self.kv.free:
+                break
+            self.waiting.popleft()
+            self.running.append(rid)
+            self.blocks[rid] = need
+            self.kv.used_blocks += need
+            budget -= chunk
+            pre.append(rid)
+            chunks.append(chunk)
+        return pre, chunks
+
+    def _preempt(self, rid: int) -> None:
+        """Recompute-style preemption: drop its KV, requeue it at the head."""
+        self.kv.used_blocks -= int(self.blocks[rid])
+        self.blocks[rid] = 0
+        self.computed[rid] = 0
+        self.preempted[rid] += 1
+        self.waiting.appendleft(rid)
+
+    def _arrive_until(self, t: float) -> tuple[int, float]:
+        """Queue requests arriving by time t; returns (count, their area up to t)."""
+        i0 = i = self._next_arrival
+        n = len(self.requests)
+        area = 0.0
+        while i < n and self.arrival[i] <= t:
+            self.waiting.append(i)
+            self.acc_prob[i] = self._acc.draw_request(self.arrival[i])
+            area += t - self.arrival[i]
+            i += 1
+        self._next_arrival = i
+        return i - i0, area
+
+    def _idle(self) -> Snapshot:
+        """Nothing to run: jump the clock to the next arrival (or stay, if none is left)."""
+        if self._next_arrival < len(self.requests):
+            t = float(self.arrival[self._next_arrival])
+            gap = max(t - self.clock, 0.0)
+            self.clock = max(self.clock, t)
+        else:
+            gap = 0.0
+        n_arr, _ = self._arrive_until(self.clock)
+        return self._snapshot(gap, 0, 0, 0, 0, 0, 0, 0, n_arr, 0, 0, 0.0, 0, (), ())
+
+    def _uniforms(self, n: int) -> np.ndarray:
+        if self._u_pos + n > _UNIFORM_BUFFER:
+            self._uniform = self._rng.random(_UNIFORM_BUFFER)
+            self._u_pos = 0
+        u = self._uniform[self._u_pos : self._u_pos + n]
+        self._u_pos += n
+        return u
+
+    def _snapshot(
+        self, step: float, sched: int, prefill: int, n_dec: int, k: int, drafted: int,
+        accepted: int, emitted: int, n_arr: int, n_done: int, preemptions: int,
+        area: float, draft_reqs: int, acc_pos: tuple[int, ...], drf_pos: tuple[int, ...],
+        transition: DrafterState | None = None,
+    ) -> Snapshot:
+        return Snapshot(
+            clock_s=self.clock,
+            step_time_s=step,
+            num_running=len(self.running),
+            num_waiting=len(self.waiting),
+            kv_used_blocks=self.kv.used_blocks,
+            kv_total_blocks=self.kv.capacity,
+            num_scheduled_tokens=sched,
+            num_prefill_tokens=prefill,
+            num_decode_reqs=n_dec,
+            k=k,
+            num_drafted=drafted,
+            num_accepted=accepted,
+            num_emitted=emitted,
+            num_arrivals=n_arr,
+            num_completions=n_done,
+            num_preemptions=preemptions,
+            num_draft_reqs=draft_reqs,
+            request_seconds=area,
+            drafter=transition if transition is not None else self.drafter,
+            accepted_per_pos=acc_pos,
+            drafted_per_pos=drf_pos,
+        )
+
+    # ------------------------------------------------------------------ results
+    def records(self) -> list[RequestRecord]:
+        out = []
+        for r in self.requests[: self._next_arrival]:
+            i = r.request_id
+            ft, fin = self.first_token[i], self.finish[i]
+            out.append(
+                RequestRecord(
+                    request_id=i,
+                    arrival_s=r.arrival_s,
+                    prompt_len=r.prompt_len,
+                    output_len=r.output_len,
+                    first_token_s=None if np.isnan(ft) else float(ft),
+                    finish_s=None if np.isnan(fin) else float(fin),
+                    num_generated=int(self.generated[i]),
+                    num_preemptions=int(self.preempted[i]),
+                )
+            )
+        return out
