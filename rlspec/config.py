@@ -58,9 +58,11 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+        # Validation inside a nested dataclass names its own fields; prefix where it sits.
+        msg = str(exc)
+        if where and not msg.startswith(where):
+            msg = f"{where}: {msg}"
+        raise ConfigError(msg) from exc
 
 
 def _coerce(tp: Any, value: Any, path: str) -> Any:

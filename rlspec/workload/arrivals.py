@@ -158,7 +158,9 @@ def flash(
     return _truncate(_piecewise_poisson(rng, edges, rates), max_requests)
 
 
-def _piecewise_poisson(rng: np.random.Generator, edges: np.ndarray, rates: np.ndarray) -> np.ndarray:
+def _piecewise_poisson(
+    rng: np.random.Generator, edges: np.ndarray, rates: np.ndarray
+) -> np.ndarray:
     """Poisson arrivals at rate `rates[i]` on [edges[i], edges[i+1]), sorted.
 
     Exact and vectorised: the count per segment is Poisson, the positions are uniform.

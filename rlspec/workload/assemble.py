@@ -7,7 +7,9 @@ import numpy as np
 from rlspec.workload.request import Request
 
 
-def to_requests(arrival_s: np.ndarray, prompt_len: np.ndarray, output_len: np.ndarray) -> list[Request]:
+def to_requests(
+    arrival_s: np.ndarray, prompt_len: np.ndarray, output_len: np.ndarray
+) -> list[Request]:
     """Requests with ids 0..n-1 in the given (arrival) order, as plain Python numbers."""
     return [
         Request(request_id=i, arrival_s=t, prompt_len=p, output_len=o)

@@ -1,0 +1,39 @@
+# rlspec: the two commands a user needs are `make demo` and `make test`.
+# Both set everything up from nothing (venv, packages, the tiny models they need).
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install test test-fast demo lint bench clean
+
+install: $(STAMP)
+
+# torch is pinned to the CPU wheel first: an unpinned torch pulls GBs of CUDA packages.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -n 2 -q
+
+test-fast: install
+	$(PY) -m pytest -n 2 -q -m "not slow and not vllm"
+
+demo: install
+	$(PY) -m rlspec.cli demo
+
+lint: install
+	$(VENV)/bin/ruff check rlspec tests bench
+
+bench: install
+	$(PY) bench/sim_speed.py
+	$(PY) bench/paper_findings.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

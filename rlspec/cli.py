@@ -1,0 +1,146 @@
+"""The `rlspec` command: demo, eval, sweep, train, export, serve, calibrate, models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rlspec.config import ConfigError
+from rlspec.metrics import EpisodeMetrics
+
+TABLE_COLUMNS = (
+    ("mean_latency_s", "mean lat s", "{:.3f}"),
+    ("p99_latency_s", "p99 lat s", "{:.3f}"),
+    ("ttft_p50_s", "TTFT p50", "{:.3f}"),
+    ("tpot_p50_s", "TPOT p50", "{:.4f}"),
+    ("throughput_tok_s", "tok/s", "{:.0f}"),
+    ("slo_attainment", "SLO", "{:.3f}"),
+    ("completed", "done", "{}"),
+    ("preemptions", "preempt", "{}"),
+    ("mean_k", "mean k", "{:.2f}"),
+    ("offload_frac", "offload", "{:.2f}"),
+)
+
+
+def format_table(results: dict[str, EpisodeMetrics], title: str = "") -> str:
+    rows = [["controller", *(h for _, h, _ in TABLE_COLUMNS), "vs best"]]
+    best = min(
+        (m.mean_latency_s for m in results.values() if not math.isnan(m.mean_latency_s)),
+        default=float("nan"),
+    )
+    for name, m in results.items():
+        d = m.as_dict()
+        rows.append(
+            [name, *(fmt.format(d[key]) for key, _, fmt in TABLE_COLUMNS),
+             f"{m.mean_latency_s / best:.2f}x"]
+        )  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [title] if title else []
+    for i, r in enumerate(rows):
+        lines.append("  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rlspec.control.registry import parse_controllers
+    from rlspec.evaluate import evaluate
+    from rlspec.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    controllers = parse_controllers(args.controllers)
+    baselines = _baselines(args)
+    results = evaluate(scenario, controllers, seed=args.seed, backend=args.backend, baselines=baselines)
+    seed = scenario.seed if args.seed is None else args.seed
+    print(format_table(results, f"scenario {scenario.name} (seed {seed}, backend {args.backend})"))
+    if args.json:
+        _write_json(
+            args.json,
+            {"scenario": scenario.name, "seed": seed, "backend": args.backend,
+             "results": {k: v.as_dict() for k, v in results.items()}},
+        )  # fmt: skip
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from rlspec.control.registry import parse_controllers
+    from rlspec.sweep import plot_sweep, run_sweep
+    from rlspec.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    try:
+        rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--rates: expected comma-separated numbers, got {args.rates!r}") from exc
+    if not rates or min(rates) <= 0:
+        raise ConfigError(f"--rates: need positive rates, got {args.rates!r}")
+    controllers = parse_controllers(args.controllers)
+    sweep = run_sweep(scenario, rates, controllers, seed=args.seed, backend=args.backend,
+                      baselines=_baselines(args), progress=True)  # fmt: skip
+    for rate, results in zip(rates, sweep["results"], strict=True):
+        print(format_table(results, f"\nrate {rate:g} req/s"))
+    if args.json:
+        _write_json(args.json, {
+            "scenario": scenario.name, "seed": sweep["seed"], "rates": rates,
+            "results": {c: [r[c].as_dict() for r in sweep["results"]] for c in controllers},
+        })  # fmt: skip
+    if args.plot:
+        plot_sweep(rates, sweep["results"], controllers, args.plot, title=scenario.name)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def _baselines(args: argparse.Namespace):
+    from rlspec.control.registry import BaselinesConfig
+
+    return BaselinesConfig.load(args.baselines) if args.baselines else None
+
+
+def _write_json(path: str, payload: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+    print(f"results written to {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rlspec", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--scenario", required=True, help="scenario YAML (or a name in envs/)")
+        sp.add_argument("--controllers", default="static:0,static:4,goodput,latency-model,nightjar",
+                        help="comma-separated: static:K, batch-table, goodput, latency-model, nightjar, policy:PATH")  # fmt: skip
+        sp.add_argument("--seed", type=int, default=None, help="workload and engine seed (default: the scenario's)")
+        sp.add_argument("--backend", default="sim", choices=["sim", "vllm"])
+        sp.add_argument("--baselines", default=None, help="analytical controllers' knobs (agents/baselines.yaml)")
+        sp.add_argument("--json", default=None, help="write the results as JSON here")
+
+    e = sub.add_parser("eval", help="compare controllers on one scenario")
+    common(e)
+    e.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser("sweep", help="compare controllers over request rates")
+    common(s)
+    s.add_argument("--rates", required=True, help="comma-separated request rates (req/s)")
+    s.add_argument("--plot", default=None, help="write a latency-vs-rate PNG here")
+    s.set_defaults(func=_cmd_sweep)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"rlspec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
