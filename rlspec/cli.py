@@ -41,7 +41,12 @@ def format_table(results: dict[str, EpisodeMetrics], title: str = "") -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [title] if title else []
     for i, r in enumerate(rows):
-        lines.append("  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                c.rjust(w) if j else c.ljust(w)
+                for j, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -55,7 +60,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     controllers = parse_controllers(args.controllers)
     baselines = _baselines(args)
-    results = evaluate(scenario, controllers, seed=args.seed, backend=args.backend, baselines=baselines)
+    results = evaluate(
+        scenario, controllers, seed=args.seed, backend=args.backend, baselines=baselines
+    )
     seed = scenario.seed if args.seed is None else args.seed
     print(format_table(results, f"scenario {scenario.name} (seed {seed}, backend {args.backend})"))
     if args.json:
@@ -69,8 +76,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from rlspec.control.registry import parse_controllers
-    from rlspec.sweep import plot_sweep, run_sweep
     from rlspec.scenario import load_scenario
+    from rlspec.sweep import plot_sweep, run_sweep
 
     scenario = load_scenario(args.scenario)
     try:
@@ -115,9 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--scenario", required=True, help="scenario YAML (or a name in envs/)")
         sp.add_argument("--controllers", default="static:0,static:4,goodput,latency-model,nightjar",
                         help="comma-separated: static:K, batch-table, goodput, latency-model, nightjar, policy:PATH")  # fmt: skip
-        sp.add_argument("--seed", type=int, default=None, help="workload and engine seed (default: the scenario's)")
+        sp.add_argument(
+            "--seed",
+            type=int,
+            default=None,
+            help="workload and engine seed (default: the scenario's)",
+        )
         sp.add_argument("--backend", default="sim", choices=["sim", "vllm"])
-        sp.add_argument("--baselines", default=None, help="analytical controllers' knobs (agents/baselines.yaml)")
+        sp.add_argument(
+            "--baselines",
+            default=None,
+            help="analytical controllers' knobs (agents/baselines.yaml)",
+        )
         sp.add_argument("--json", default=None, help="write the results as JSON here")
 
     e = sub.add_parser("eval", help="compare controllers on one scenario")

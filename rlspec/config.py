@@ -79,7 +79,9 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
                 return _coerce(arg, value, path)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} fits none of {args}")
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{path}: {value!r} fits none of {args}"
+        )
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")

@@ -50,7 +50,9 @@ def run_episode(
 ) -> EpisodeMetrics:
     """Serve `requests` to completion with `controller` deciding every interval."""
     controller.reset(control_context(scenario, backend))
-    tracker = FeatureTracker(backend.k_max, scenario.engine.max_num_seqs, scenario.engine.block_size)
+    tracker = FeatureTracker(
+        backend.k_max, scenario.engine.max_num_seqs, scenario.engine.block_size
+    )
     stats = StepStats()
     tracker.update(backend.start(requests))
     interval = scenario.decision_interval

@@ -70,9 +70,7 @@ def summarize(
     else:
         throughput = 0.0
     ok = sum(
-        1
-        for r in done
-        if r.ttft_s <= ttft_slo_s and (r.tpot_s is None or r.tpot_s <= tpot_slo_s)
+        1 for r in done if r.ttft_s <= ttft_slo_s and (r.tpot_s is None or r.tpot_s <= tpot_slo_s)
     )
     return EpisodeMetrics(
         mean_latency_s=float(np.mean(lat)) if lat else float("nan"),

@@ -28,8 +28,14 @@ def run_sweep(
     for rate in rates:
         bar.set_postfix(rate=rate)
         results.append(
-            evaluate(scenario.with_rate(rate), controllers, seed=seed, backend=backend,
-                     baselines=baselines, on_result=lambda *_: bar.update())  # fmt: skip
+            evaluate(
+                scenario.with_rate(rate),
+                controllers,
+                seed=seed,
+                backend=backend,
+                baselines=baselines,
+                on_result=lambda *_: bar.update(),
+            )  # fmt: skip
         )
     bar.close()
     return {"seed": seed, "results": results}

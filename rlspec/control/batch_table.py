@@ -17,7 +17,13 @@ from rlspec.features import FeatureTracker
 @dataclass(frozen=True)
 class BatchTableConfig:
     table: list[list[int]] = field(
-        default_factory=lambda: [[1, 8, 4], [9, 32, 3], [33, 64, 2], [65, 128, 1], [129, 1 << 30, 0]]
+        default_factory=lambda: [
+            [1, 8, 4],
+            [9, 32, 3],
+            [33, 64, 2],
+            [65, 128, 1],
+            [129, 1 << 30, 0],
+        ]
     )
 
     def __post_init__(self) -> None:

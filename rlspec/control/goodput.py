@@ -35,7 +35,9 @@ class GoodputController(Controller):
     def goodputs(self, batch: int, acceptance: float, context_per_req: float) -> list[float]:
         cost = self.ctx.cost
         return [
-            batch * expected_tokens(acceptance, k) / cost.decode_step(batch, k, context_per_req, True)
+            batch
+            * expected_tokens(acceptance, k)
+            / cost.decode_step(batch, k, context_per_req, True)
             for k in range(self.ctx.k_max + 1)
         ]
 

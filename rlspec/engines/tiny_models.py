@@ -46,6 +46,7 @@ class TinyPairSpec:
     intermediate_size: int | None = None  # None = round(2.75 * hidden / 64) * 64
     max_position_embeddings: int = 4096
     dtype: str = "bfloat16"  # "bfloat16" | "float32" | "float16"
+    embed_std: float = 0.02  # embedding init scale (HF default); larger = token identity dominates
 
     def validate(self) -> None:
         def bad(field: str, msg: str) -> ValueError:
@@ -91,8 +92,13 @@ class TinyPairSpec:
 
 # Small pair for tests: starts in a few seconds, one decode step is a few milliseconds.
 TEST_SPEC = TinyPairSpec(
-    target_layers=4, hidden=256, draft_layers=1, acceptance_knob=0.3, vocab_size=1024,
-    num_heads=4, max_position_embeddings=2048,
+    target_layers=4,
+    hidden=256,
+    draft_layers=1,
+    acceptance_knob=0.3,
+    vocab_size=1024,
+    num_heads=4,
+    max_position_embeddings=2048,
 )
 
 
@@ -157,10 +163,17 @@ def build_tiny_pair(
     Raises ValueError naming the argument for an impossible shape.
     """
     spec = TinyPairSpec(
-        target_layers=target_layers, hidden=hidden, draft_layers=draft_layers,
-        acceptance_knob=float(acceptance_knob), vocab_size=vocab_size, seed=seed,
-        num_heads=num_heads, num_kv_heads=num_kv_heads, intermediate_size=intermediate_size,
-        max_position_embeddings=max_position_embeddings, dtype=dtype,
+        target_layers=target_layers,
+        hidden=hidden,
+        draft_layers=draft_layers,
+        acceptance_knob=float(acceptance_knob),
+        vocab_size=vocab_size,
+        seed=seed,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        dtype=dtype,
     )
     return build_from_spec(out_dir, spec)
 
@@ -180,10 +193,8 @@ def build_from_spec(out_dir: str | Path, spec: TinyPairSpec) -> tuple[Path, Path
         torch.manual_seed(spec.seed)
         with torch.no_grad():
             target = LlamaForCausalLM(_llama_config(spec, spec.target_layers)).float()
-            # Random layers grow the residual stream; give the embedding a larger scale so
-            # the token identity (and so the argmax) is not washed out by the layers.
-            target.model.embed_tokens.weight.normal_(0.0, 1.0)
-            for layer in target.model.layers[spec.draft_layers:]:
+            target.model.embed_tokens.weight.normal_(0.0, spec.embed_std)
+            for layer in target.model.layers[spec.draft_layers :]:
                 layer.self_attn.o_proj.weight.mul_(spec.acceptance_knob)
                 layer.mlp.down_proj.weight.mul_(spec.acceptance_knob)
             draft = LlamaForCausalLM(_llama_config(spec, spec.draft_layers)).float()
@@ -212,8 +223,13 @@ def build_from_spec(out_dir: str | Path, spec: TinyPairSpec) -> tuple[Path, Path
 
 
 def greedy_agreement(
-    target_dir: str | Path, draft_dir: str | Path, *, num_prompts: int = 8,
-    prompt_len: int = 16, gen_len: int = 64, seed: int = 0,
+    target_dir: str | Path,
+    draft_dir: str | Path,
+    *,
+    num_prompts: int = 8,
+    prompt_len: int = 16,
+    gen_len: int = 64,
+    seed: int = 0,
 ) -> float:
     """Share of positions, along the target's greedy continuation, where the drafter's
     greedy next token equals the target's (per-token acceptance under greedy decoding).
@@ -230,8 +246,12 @@ def greedy_agreement(
     ids = torch.randint(len(SPECIAL_TOKENS), vocab, (num_prompts, prompt_len), generator=g)
     with torch.no_grad():
         seq = target.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=gen_len, do_sample=False,
-            min_new_tokens=gen_len, pad_token_id=3,
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=gen_len,
+            do_sample=False,
+            min_new_tokens=gen_len,
+            pad_token_id=3,
         )
         t_next = target(seq).logits.argmax(-1)[:, prompt_len - 1 : -1]
         d_next = draft(seq).logits.argmax(-1)[:, prompt_len - 1 : -1]
@@ -246,7 +266,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, default=d.hidden)
     parser.add_argument("--draft-layers", type=int, default=d.draft_layers)
     parser.add_argument(
-        "--acceptance-knob", type=float, default=d.acceptance_knob,
+        "--acceptance-knob",
+        type=float,
+        default=d.acceptance_knob,
         help="scale of the later layers' output projections: 0 = drafter always agrees",
     )
     parser.add_argument("--vocab-size", type=int, default=d.vocab_size)
@@ -257,11 +279,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=d.dtype, choices=["bfloat16", "float32", "float16"])
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument(
-        "--test-pair", action="store_true",
+        "--test-pair",
+        action="store_true",
         help="the small pair the tests use (overrides the shape options)",
     )
     parser.add_argument(
-        "--measure-agreement", action="store_true",
+        "--measure-agreement",
+        action="store_true",
         help="also print the drafter's greedy agreement with the target (HF, CPU)",
     )
 
@@ -272,11 +296,17 @@ def run(args: argparse.Namespace) -> int:
         spec = TEST_SPEC
     else:
         spec = TinyPairSpec(
-            target_layers=args.target_layers, hidden=args.hidden, draft_layers=args.draft_layers,
-            acceptance_knob=args.acceptance_knob, vocab_size=args.vocab_size, seed=args.seed,
-            num_heads=args.num_heads, num_kv_heads=args.num_kv_heads,
+            target_layers=args.target_layers,
+            hidden=args.hidden,
+            draft_layers=args.draft_layers,
+            acceptance_knob=args.acceptance_knob,
+            vocab_size=args.vocab_size,
+            seed=args.seed,
+            num_heads=args.num_heads,
+            num_kv_heads=args.num_kv_heads,
             intermediate_size=args.intermediate_size,
-            max_position_embeddings=args.max_position_embeddings, dtype=args.dtype,
+            max_position_embeddings=args.max_position_embeddings,
+            dtype=args.dtype,
         )
     t0 = time.perf_counter()
     target_dir, draft_dir = build_from_spec(args.out, spec)

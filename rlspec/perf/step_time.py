@@ -39,7 +39,9 @@ class StepTimeModel:
         """One target forward over `tokens` new tokens attending to `context` cached ones."""
         f = self._fitted
         if f is not None:
-            return f.target_base_s + f.target_per_token_s * tokens + f.target_per_context_s * context
+            return (
+                f.target_base_s + f.target_per_token_s * tokens + f.target_per_context_s * context
+            )
         return max(self._t_weights + self._t_kv * context, self._t_flop * tokens)
 
     def draft_pass(self, tokens: float, context: float) -> float:

@@ -117,7 +117,7 @@ class Simulator(Backend):
 
     # ------------------------------------------------------------------ one iteration
     def step(self) -> Snapshot:
-        if not self.running and not self.waiting:
+        if not self.running and not self.waiting and not self._placement_change_wanted():
             return self._idle()
         self.iterations += 1
         stall = 0.0
@@ -138,7 +138,8 @@ class Simulator(Backend):
             context += int(self.computed[rid])
             prefill_tokens += chunk
 
-        step = self.cost.iteration(n_dec, k, prefill_tokens, context, resident)
+        busy = n_dec or prefill_tokens
+        step = self.cost.iteration(n_dec, k, prefill_tokens, context, resident) if busy else 0.0
         if transition is DrafterState.LOADING:
             # The drafter skipped every token while away: its KV must be rebuilt.
             step += self.cost.drafter_refill(int(self.computed[self.running].sum()))
@@ -160,7 +161,9 @@ class Simulator(Backend):
                 draft_reqs = n_dec
                 drafted = n_dec * k
                 accepted = int(acc.sum())
-                acc_pos = tuple(int(c) for c in np.bincount(acc, minlength=k + 1)[::-1].cumsum()[::-1][1:])
+                acc_pos = tuple(
+                    int(c) for c in np.bincount(acc, minlength=k + 1)[::-1].cumsum()[::-1][1:]
+                )
                 drf_pos = (n_dec,) * k
                 out = np.minimum(acc + 1, remaining)
             else:
@@ -198,10 +201,26 @@ class Simulator(Backend):
         n_arr, arr_area = self._arrive_until(t1)
         area = n_sys_before * step + arr_area
         return self._snapshot(
-            step, n_dec * (k + 1) + prefill_tokens, prefill_tokens, n_dec, k, drafted,
-            accepted, emitted, n_arr, len(done), preemptions, area, draft_reqs, acc_pos,
-            drf_pos, transition,
+            step,
+            n_dec * (k + 1) + prefill_tokens,
+            prefill_tokens,
+            n_dec,
+            k,
+            drafted,
+            accepted,
+            emitted,
+            n_arr,
+            len(done),
+            preemptions,
+            area,
+            draft_reqs,
+            acc_pos,
+            drf_pos,
+            transition,
         )
+
+    def _placement_change_wanted(self) -> bool:
+        return self._want.offload == (self.drafter is DrafterState.RESIDENT)
 
     def _apply_drafter_action(self) -> DrafterState | None:
         """Start an offload or reload if the action asks for one; returns the transition."""
@@ -345,9 +364,22 @@ class Simulator(Backend):
         return u
 
     def _snapshot(
-        self, step: float, sched: int, prefill: int, n_dec: int, k: int, drafted: int,
-        accepted: int, emitted: int, n_arr: int, n_done: int, preemptions: int,
-        area: float, draft_reqs: int, acc_pos: tuple[int, ...], drf_pos: tuple[int, ...],
+        self,
+        step: float,
+        sched: int,
+        prefill: int,
+        n_dec: int,
+        k: int,
+        drafted: int,
+        accepted: int,
+        emitted: int,
+        n_arr: int,
+        n_done: int,
+        preemptions: int,
+        area: float,
+        draft_reqs: int,
+        acc_pos: tuple[int, ...],
+        drf_pos: tuple[int, ...],
         transition: DrafterState | None = None,
     ) -> Snapshot:
         return Snapshot(

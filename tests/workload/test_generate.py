@@ -60,4 +60,4 @@ def test_100k_requests_are_sorted_with_dense_ids():
     reqs = generate(c, np.random.default_rng(0))
     assert len(reqs) > 90_000
     assert [r.request_id for r in reqs] == list(range(len(reqs)))
-    assert all(a.arrival_s <= b.arrival_s for a, b in zip(reqs, reqs[1:]))
+    assert all(a.arrival_s <= b.arrival_s for a, b in zip(reqs, reqs[1:], strict=False))

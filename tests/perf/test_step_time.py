@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from rlspec.perf.acceptance import AcceptanceConfig, AcceptanceModel, expected_tokens
+from rlspec.perf.step_time import StepTimeModel
+
+
+def test_expected_tokens_formula():
+    assert expected_tokens(0.8, 0) == 1.0
+    assert expected_tokens(1.0, 4) == 5.0
+    assert expected_tokens(0.0, 4) == 1.0
+    assert expected_tokens(0.8, 4) == pytest.approx((1 - 0.8**5) / 0.2)
+
+
+def test_decode_is_memory_bound_at_batch_1_and_compute_bound_when_large(h100):
+    cost = StepTimeModel(h100)
+    # Verifying k+1 tokens costs about one token at batch 1 ...
+    t1 = cost.target_pass(1, 512)
+    assert cost.target_pass(5, 512) == pytest.approx(t1)
+    # ... but not when the batch is large: then the step grows with the verify tokens.
+    assert cost.target_pass(256 * 5, 256 * 512) > 2.5 * cost.target_pass(256, 256 * 512)
+
+
+def test_speculation_wins_at_low_load_and_loses_near_saturation(h100):
+    cost = StepTimeModel(h100)
+    a = 0.8
+
+    def per_token(batch, k):
+        return cost.decode_step(batch, k, 512, True) / expected_tokens(a, k)
+
+    assert per_token(1, 4) < 0.6 * per_token(1, 0)
+    assert per_token(256, 4) > per_token(256, 2)
+
+
+def test_idle_resident_drafter_costs_time(h100):
+    cost = StepTimeModel(h100)
+    assert cost.iteration(16, 0, 0, 16 * 512, True) > cost.iteration(16, 0, 0, 16 * 512, False)
+
+
+def test_accepted_counts_follow_the_truncated_geometric():
+    model = AcceptanceModel(AcceptanceConfig(mean=0.7), np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    n, k = 200_000, 4
+    acc = model.accepted(np.full(n, 0.7), k, rng.random(n))
+    assert acc.min() == 0 and acc.max() == k
+    assert acc.mean() + 1 == pytest.approx(expected_tokens(0.7, k), rel=0.01)
+    for j in range(1, k + 1):
+        assert (acc >= j).mean() == pytest.approx(0.7**j, abs=0.005)
+
+
+def test_position_decay_lowers_later_positions():
+    model = AcceptanceModel(
+        AcceptanceConfig(mean=0.9, position_decay=0.8), np.random.default_rng(0)
+    )
+    rng = np.random.default_rng(2)
+    acc = model.accepted(np.full(100_000, 0.9), 3, rng.random(100_000))
+    assert (acc >= 1).mean() == pytest.approx(0.9, abs=0.01)
+    assert (acc >= 2).mean() == pytest.approx(0.9 * 0.72, abs=0.01)
+
+
+def test_drift_moves_the_mean_over_time():
+    cfg = AcceptanceConfig(mean=0.8, concentration=50, drift=[(0.0, 0.9), (100.0, 0.5)])
+    model = AcceptanceModel(cfg, np.random.default_rng(0))
+    early = np.mean([model.draw_request(0.0) for _ in range(3000)])
+    late = np.mean([model.draw_request(100.0) for _ in range(3000)])
+    assert early == pytest.approx(0.9, abs=0.01)
+    assert late == pytest.approx(0.5, abs=0.02)

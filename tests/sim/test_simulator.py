@@ -1,0 +1,183 @@
+import math
+
+import numpy as np
+import pytest
+
+from rlspec.control.action import OFFLOAD, Action
+from rlspec.engines.snapshot import DrafterState
+from tests.conftest import poisson_requests
+
+
+def run_random_schedule(sim, requests, seed, offload_every=0, check=None):
+    """Serve `requests` with k redrawn every 5 iterations (and periodic offloads)."""
+    rng = np.random.default_rng(seed)
+    snaps = [sim.start(requests)]
+    i = 0
+    while not sim.finished:
+        if i % 5 == 0:
+            if offload_every and (i // 5) % offload_every == offload_every - 1:
+                sim.set_action(OFFLOAD)
+            else:
+                sim.set_action(Action(k=int(rng.integers(0, sim.k_max + 1))))
+        before = sim.generated.copy()
+        s = sim.step()
+        if check is not None:
+            check(s, before)
+        snaps.append(s)
+        i += 1
+        assert i < 1_000_000, "simulation did not terminate"
+    return snaps
+
+
+def test_every_request_completes_once_with_its_output_length(make_sim):
+    reqs = poisson_requests(400, rate=40.0, seed=1)
+    sim = make_sim(seed=3, num_kv_blocks=3000)  # tight memory: preemptions happen
+    snaps = run_random_schedule(sim, reqs, seed=2, offload_every=4)
+    assert sum(s.num_completions for s in snaps) == len(reqs)
+    assert sum(s.num_arrivals for s in snaps) == len(reqs)
+    assert sum(s.num_preemptions for s in snaps) > 0
+    recs = sim.records()
+    assert [r.request_id for r in recs] == list(range(len(reqs)))
+    for r, req in zip(recs, reqs, strict=True):
+        assert r.num_generated == req.output_len
+        assert r.finish_s is not None and r.finish_s >= r.first_token_s >= r.arrival_s
+
+
+def test_kv_blocks_never_exceed_capacity_and_tokens_per_step_bounded(make_sim):
+    reqs = poisson_requests(300, rate=60.0, seed=4)
+    sim = make_sim(seed=5, num_kv_blocks=2500)
+
+    def check(s, before):
+        assert 0 <= s.kv_used_blocks <= s.kv_total_blocks
+        assert sim.kv.used_blocks == int(sim.blocks.sum())
+        emitted = sim.generated - before
+        assert emitted.min() >= 0
+        assert emitted.max() <= s.k + 1
+        assert s.num_emitted == int(emitted.sum())
+        assert s.num_accepted <= s.num_drafted == s.num_draft_reqs * s.k
+
+    run_random_schedule(sim, reqs, seed=6, offload_every=3, check=check)
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 4])
+@pytest.mark.parametrize("output_len", [1, 2, 7, 64, 129])
+def test_acceptance_one_needs_ceil_decode_steps(make_sim, k, output_len):
+    """With every draft accepted, a lone request's prefill step emits the first token and
+    each decode step k+1 more: ceil((output - 1) / (k + 1)) decode steps."""
+    from rlspec.workload import Request
+
+    sim = make_sim(acceptance=1.0)
+    sim.start([Request(0, 0.0, 100, output_len)])
+    sim.set_action(Action(k=k))
+    decode_steps = 0
+    while not sim.finished:
+        s = sim.step()
+        decode_steps += s.num_decode_reqs
+    assert decode_steps == math.ceil((output_len - 1) / (k + 1))
+    assert sim.generated[0] == output_len
+
+
+def test_offload_frees_and_reload_takes_back_exactly_the_drafter_memory(make_sim, h100):
+    sim = make_sim()
+    sim.start(poisson_requests(50, rate=20.0))
+    kv = sim.kv
+    expected_blocks = math.ceil(h100.draft.weight_bytes / kv.block_bytes)
+    assert kv.drafter_blocks == expected_blocks
+    # The held-back bytes cover the drafter's weights to within one block.
+    assert 0 <= kv.drafter_blocks * kv.block_bytes - h100.draft.weight_bytes < kv.block_bytes
+    resident_capacity = kv.capacity
+    sim.set_action(OFFLOAD)
+    s = sim.step()
+    assert s.drafter is DrafterState.OFFLOADING
+    assert s.k == 0 and s.num_drafted == 0
+    assert s.step_time_s >= sim.cost.transfer_s
+    assert kv.capacity - resident_capacity == expected_blocks
+    s = sim.step()
+    assert s.drafter is DrafterState.OFFLOADED and s.kv_total_blocks == kv.capacity
+    sim.set_action(Action(k=3))
+    s = sim.step()
+    assert s.drafter is DrafterState.LOADING and s.num_drafted == 0
+    assert kv.capacity == resident_capacity
+    s = sim.step()
+    assert s.drafter is DrafterState.RESIDENT and s.k == 3
+
+
+def test_reload_under_full_memory_preempts_to_make_room(make_sim):
+    sim = make_sim(num_kv_blocks=1200, max_num_seqs=512)
+    sim.start(poisson_requests(400, rate=400.0, prompt=(400, 800), output=(200, 400)))
+    sim.set_action(OFFLOAD)
+    for _ in range(60):
+        s = sim.step()
+    assert s.drafter is DrafterState.OFFLOADED
+    assert sim.kv.free < sim.kv.drafter_blocks
+    sim.set_action(Action(k=2))
+    s = sim.step()
+    assert s.drafter is DrafterState.LOADING
+    assert s.num_preemptions > 0
+    assert s.kv_used_blocks <= s.kv_total_blocks
+
+
+def test_reload_pays_transfer_and_drafter_kv_refill(make_sim):
+    sim = make_sim()
+    sim.start(poisson_requests(40, rate=1000.0))
+    for _ in range(20):
+        sim.step()
+    sim.set_action(OFFLOAD)
+    sim.step()
+    sim.step()
+    plain = sim.step().step_time_s
+    context = int(sim.computed[sim.running].sum())
+    sim.set_action(Action(k=2))
+    s = sim.step()
+    assert s.step_time_s > plain + sim.cost.transfer_s
+    assert sim.cost.drafter_refill(context) > 0
+
+
+def test_same_seed_same_trajectory_different_seed_differs(make_sim):
+    reqs = poisson_requests(200, rate=30.0, seed=7)
+
+    def clocks(seed):
+        return [
+            (s.clock_s, s.num_accepted)
+            for s in run_random_schedule(make_sim(seed=seed), reqs, seed=1)
+        ]
+
+    assert clocks(11) == clocks(11)
+    assert clocks(11) != clocks(12)
+
+
+def test_area_under_requests_in_system_is_total_latency(make_sim):
+    """Little's Law bookkeeping the reward relies on: sum of N dt == sum of latencies."""
+    reqs = poisson_requests(300, rate=25.0, seed=9)
+    sim = make_sim(seed=1)
+    snaps = run_random_schedule(sim, reqs, seed=3, offload_every=5)
+    area = sum(s.request_seconds for s in snaps)
+    total = sum(r.latency_s for r in sim.records())
+    assert area == pytest.approx(total, rel=1e-9)
+
+
+def test_clock_is_monotone_and_idle_jumps_to_next_arrival(make_sim):
+    from rlspec.workload import Request
+
+    sim = make_sim()
+    sim.start([Request(0, 0.0, 50, 3), Request(1, 100.0, 50, 3)])
+    last = 0.0
+    while not sim.finished:
+        s = sim.step()
+        assert s.clock_s >= last
+        last = s.clock_s
+    recs = sim.records()
+    assert recs[1].first_token_s > 100.0
+    assert recs[0].finish_s < 1.0
+
+
+def test_rejects_unsorted_or_empty_requests(make_sim):
+    from rlspec.workload import Request
+
+    sim = make_sim()
+    with pytest.raises(ValueError, match="sorted"):
+        sim.start([Request(0, 1.0, 5, 5), Request(1, 0.5, 5, 5)])
+    with pytest.raises(ValueError, match="output_len"):
+        sim.start([Request(0, 0.0, 5, 0)])
+    with pytest.raises(ValueError, match="k_max"):
+        sim.set_action(Action(k=9))
