@@ -15,6 +15,8 @@ import numpy as np
 
 from rlspec.config import ConfigError, check_range
 
+_A_MIN, _A_MAX = 1e-9, 1.0 - 1e-12
+
 
 def expected_tokens(a: float, k: int) -> float:
     """E[tokens per verify step] = (1 - a^(k+1)) / (1 - a), counting the bonus token."""
@@ -58,27 +60,26 @@ class AcceptanceModel:
         return float(np.interp(t, self._drift_t, self._drift_m))
 
     def draw_request(self, t: float) -> float:
-        """Acceptance probability of a request arriving at time t."""
+        """Acceptance probability of a request arriving at time t, inside (0, 1)."""
         m = self.mean_at(t)
-        if m <= 0.0 or m >= 1.0:
-            return m
-        c = self.cfg.concentration
-        return float(self._rng.beta(m * c, (1.0 - m) * c))
+        if 0.0 < m < 1.0:
+            c = self.cfg.concentration
+            m = float(self._rng.beta(m * c, (1.0 - m) * c))
+        # Kept off 0 and 1 so that log(a) is finite in `accepted`.
+        return min(max(m, _A_MIN), _A_MAX)
 
     def accepted(self, a: np.ndarray, k: int, u: np.ndarray) -> np.ndarray:
-        """Accepted drafts per request for acceptance probabilities `a` and uniforms `u`.
+        """Accepted drafts per request for acceptance probabilities `a` in (0, 1) and
+        uniforms `u` in (0, 1].
 
-        P(accepted >= j) = prod_{i<j} a * decay^i, so accepted = #{j : u < P(>= j)}.
+        P(accepted >= j) = prod_{i<j} a * decay^i, so accepted = #{j : u < P(>= j)};
+        without decay that is floor(log u / log a), truncated at k.
         """
         if k == 0:
             return np.zeros(len(a), dtype=np.int64)
         decay = self.cfg.position_decay
         if decay == 1.0:
-            # P(>= j) = a^j: accepted = floor(log u / log a), truncated at k.
-            with np.errstate(divide="ignore", invalid="ignore"):
-                n = np.floor(np.log(u) / np.log(a))
-            n = np.where(a >= 1.0, k, np.where(a <= 0.0, 0, n))
-            return np.minimum(n, k).astype(np.int64)
+            return np.minimum((np.log(u) / np.log(a)).astype(np.int64), k)
         steps = a[:, None] * decay ** np.arange(k)[None, :]
         surv = np.cumprod(steps, axis=1)
         return (u[:, None] < surv).sum(axis=1)

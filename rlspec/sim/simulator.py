@@ -85,11 +85,13 @@ class Simulator(Backend):
         self._next_arrival = 0  # index of the next request not yet arrived
         self.waiting: deque[int] = deque()
         self.running: list[int] = []  # admission order; preemption takes from the end
+        self._run_arr: np.ndarray | None = None  # `running` as an array, rebuilt on change
+        self.prefilling = 0  # running requests not yet in the decode state
         self.completed = 0
         self.drafter = DrafterState.RESIDENT
         self.k = 0
         self._want = Action(k=0)
-        self._uniform = self._rng.random(_UNIFORM_BUFFER)
+        self._uniform = 1.0 - self._rng.random(_UNIFORM_BUFFER)
         self._u_pos = 0
         self._episode += 1
         self.iterations = 0
@@ -176,13 +178,18 @@ class Simulator(Backend):
                 done.extend(dec[finished_mask].tolist())
         for rid, chunk in zip(pre, pre_chunks, strict=True):
             self.computed[rid] += chunk
-            if self.computed[rid] == self.prompt[rid] + self.generated[rid]:
+            target = self.prompt[rid] + self.generated[rid]
+            if self.computed[rid] == target:  # prefill complete: it samples a token
                 if self.generated[rid] == 0:
                     self.first_token[rid] = t1
                 self.generated[rid] += 1
+                self.prefilling -= 1
                 emitted += 1
                 if self.generated[rid] == self.output[rid]:
                     done.append(rid)
+            elif self.generated[rid] and self.computed[rid] + 1 == target:
+                # A recompute that stopped one short: that token is the next decode input.
+                self.prefilling -= 1
         for rid in done:
             self.finish[rid] = t1
             self.kv.used_blocks -= int(self.blocks[rid])
@@ -190,6 +197,7 @@ class Simulator(Backend):
         if done:
             gone = set(done)
             self.running = [r for r in self.running if r not in gone]
+            self._run_arr = None
             self.completed += len(done)
 
         if transition is DrafterState.OFFLOADING:
@@ -250,11 +258,11 @@ class Simulator(Backend):
         preemptions = 0
         # Fast path: everyone decoding, tokens and blocks suffice.
         if run:
-            ra = np.asarray(run, dtype=np.int64)
-            comp = self.computed[ra]
-            target = self.prompt[ra] + self.generated[ra]
-            decoding = (comp + 1 == target) & (self.generated[ra] > 0)
-            if decoding.all() and len(run) * (k + 1) <= budget:
+            ra = self._run_arr
+            if ra is None:
+                ra = self._run_arr = np.asarray(run, dtype=np.int64)
+            if not self.prefilling and len(run) * (k + 1) <= budget:
+                comp = self.computed[ra]
                 need = np.maximum((comp + k + bs) // bs - self.blocks[ra], 0)  # ceil((c+1+k)/bs)
                 total = int(need.sum())
                 if total <= self.kv.free:
@@ -316,6 +324,8 @@ class Simulator(Backend):
                 break
             self.waiting.popleft()
             self.running.append(rid)
+            self._run_arr = None
+            self.prefilling += 1
             self.blocks[rid] = need
             self.kv.used_blocks += need
             budget -= chunk
@@ -325,6 +335,11 @@ class Simulator(Backend):
 
     def _preempt(self, rid: int) -> None:
         """Recompute-style preemption: drop its KV, requeue it at the head."""
+        self._run_arr = None
+        if not (
+            self.generated[rid] and self.computed[rid] + 1 == self.prompt[rid] + self.generated[rid]
+        ):
+            self.prefilling -= 1
         self.kv.used_blocks -= int(self.blocks[rid])
         self.blocks[rid] = 0
         self.computed[rid] = 0
@@ -357,7 +372,7 @@ class Simulator(Backend):
 
     def _uniforms(self, n: int) -> np.ndarray:
         if self._u_pos + n > _UNIFORM_BUFFER:
-            self._uniform = self._rng.random(_UNIFORM_BUFFER)
+            self._uniform = 1.0 - self._rng.random(_UNIFORM_BUFFER)  # in (0, 1]
             self._u_pos = 0
         u = self._uniform[self._u_pos : self._u_pos + n]
         self._u_pos += n

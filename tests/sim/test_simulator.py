@@ -50,6 +50,11 @@ def test_kv_blocks_never_exceed_capacity_and_tokens_per_step_bounded(make_sim):
     def check(s, before):
         assert 0 <= s.kv_used_blocks <= s.kv_total_blocks
         assert sim.kv.used_blocks == int(sim.blocks.sum())
+        run = np.asarray(sim.running, dtype=int)
+        decoding = (sim.computed[run] + 1 == sim.prompt[run] + sim.generated[run]) & (
+            sim.generated[run] > 0
+        )
+        assert sim.prefilling == int((~decoding).sum())
         emitted = sim.generated - before
         assert emitted.min() >= 0
         assert emitted.max() <= s.k + 1
@@ -181,3 +186,21 @@ def test_rejects_unsorted_or_empty_requests(make_sim):
         sim.start([Request(0, 0.0, 5, 0)])
     with pytest.raises(ValueError, match="k_max"):
         sim.set_action(Action(k=9))
+
+
+def test_recompute_chunk_that_stops_one_token_short_joins_the_decode_batch(make_sim):
+    """Tight token budgets make recompute chunks end anywhere; the bookkeeping that
+    lets the fast path run must follow every request into the decode state."""
+    reqs = poisson_requests(150, rate=80.0, seed=12, prompt=(30, 90), output=(150, 400))
+    sim = make_sim(seed=2, num_kv_blocks=1200, max_num_batched_tokens=37)
+
+    def check(s, before):
+        run = np.asarray(sim.running, dtype=int)
+        decoding = (sim.computed[run] + 1 == sim.prompt[run] + sim.generated[run]) & (
+            sim.generated[run] > 0
+        )
+        assert sim.prefilling == int((~decoding).sum())
+
+    snaps = run_random_schedule(sim, reqs, seed=5, offload_every=3, check=check)
+    assert sum(s.num_preemptions for s in snaps) > 0
+    assert all(r.num_generated == r.output_len for r in sim.records())
