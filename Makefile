@@ -34,6 +34,7 @@ lint: install
 bench: install
 	$(PY) bench/sim_speed.py
 	$(PY) bench/paper_findings.py
+	$(PY) bench/report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -114,6 +114,23 @@ def _write_json(path: str, payload: dict) -> None:
     print(f"results written to {path}")
 
 
+DEMO_SCENARIOS = ("steady-low", "steady-high", "bursty", "flash-crowd", "kv-pressure")
+DEMO_CONTROLLERS = "static:0,static:2,static:4,batch-table,goodput,latency-model,nightjar"
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rlspec.control.registry import parse_controllers
+    from rlspec.evaluate import evaluate
+    from rlspec.scenario import load_scenario
+
+    controllers = parse_controllers(args.controllers)
+    for name in DEMO_SCENARIOS:
+        scenario = load_scenario(name)
+        results = evaluate(scenario, controllers)
+        print(format_table(results, f"\n{name}: {scenario.description}"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlspec", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -135,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
             help="analytical controllers' knobs (agents/baselines.yaml)",
         )
         sp.add_argument("--json", default=None, help="write the results as JSON here")
+
+    d = sub.add_parser("demo", help="the main job on the embedded defaults")
+    d.add_argument("--controllers", default=DEMO_CONTROLLERS)
+    d.set_defaults(func=_cmd_demo)
 
     e = sub.add_parser("eval", help="compare controllers on one scenario")
     common(e)
