@@ -131,6 +131,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+    import time
+
+    from rlspec.agents.config import load_agent_config
+    from rlspec.agents.train import train
+
+    cfg = load_agent_config(args.config)
+    changes = {}
+    if args.scenarios:
+        changes["distribution"] = str(Path(args.scenarios).resolve())
+    if args.backend:
+        changes["backend"] = args.backend
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    cfg = dataclasses.replace(cfg, **changes)
+    run = args.run or time.strftime("ppo-%Y%m%d-%H%M%S")
+    run_dir = Path(args.checkpoints) / run
+    train(cfg, run_dir, timesteps=args.timesteps, resume=args.resume, progress=not args.no_progress)
+    print(f"run written to {run_dir}/ (model.zip, vecnormalize.pkl, config.yaml)")
+    print(f"inspect it:  tensorboard --logdir {run_dir / 'tb'}")
+    print(f"freeze it:   rlspec export {run_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlspec", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -160,6 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="compare controllers on one scenario")
     common(e)
     e.set_defaults(func=_cmd_eval)
+
+    t = sub.add_parser("train", help="train a PPO speculation controller")
+    t.add_argument("--config", default="agents/ppo.yaml", help="agent config YAML")
+    t.add_argument(
+        "--scenarios", default=None, help="training distribution YAML (overrides the config's)"
+    )
+    t.add_argument("--timesteps", type=int, default=None, help="override total_timesteps")
+    t.add_argument("--run", default=None, help="run name under --checkpoints (default: ppo-<time>)")
+    t.add_argument("--checkpoints", default="checkpoints")
+    t.add_argument("--resume", action="store_true", help="continue the run from its model.zip")
+    t.add_argument("--backend", default=None, choices=["sim", "vllm"])
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("sweep", help="compare controllers over request rates")
     common(s)

@@ -80,7 +80,7 @@ def run_episode(
 
 def evaluate(
     scenario: Scenario,
-    controllers: Sequence[str],
+    controllers: Sequence[str | Controller],
     seed: int | None = None,
     backend: str = "sim",
     baselines: BaselinesConfig | None = None,
@@ -91,12 +91,13 @@ def evaluate(
     requests = scenario.requests(seed)
     results: dict[str, EpisodeMetrics] = {}
     for spec in controllers:
-        controller = make_controller(spec, baselines)
+        controller = make_controller(spec, baselines) if isinstance(spec, str) else spec
+        name = spec if isinstance(spec, str) else controller.name
         engine = make_backend(scenario, backend, seed=seed)
         try:
-            results[spec] = run_episode(engine, controller, requests, scenario)
+            results[name] = run_episode(engine, controller, requests, scenario)
         finally:
             engine.close()
         if on_result is not None:
-            on_result(spec, results[spec])
+            on_result(name, results[name])
     return results

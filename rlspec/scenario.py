@@ -64,6 +64,13 @@ class Scenario:
     def replace(self, **changes: Any) -> Scenario:
         return dataclasses.replace(self, **changes)
 
+    def shortened(self, duration_s: float) -> Scenario:
+        """The first `duration_s` seconds of the workload (quick evaluations)."""
+        w = self.workload
+        if w.duration_s is not None and w.duration_s <= duration_s:
+            return self
+        return self.replace(workload=dataclasses.replace(w, duration_s=duration_s))
+
     def with_rate(self, rate: float) -> Scenario:
         """The same scenario at another mean request rate (for sweeps)."""
         w = self.workload

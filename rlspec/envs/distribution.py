@@ -1,0 +1,117 @@
+"""Training scenarios sampled from a distribution declared in YAML (`envs/distributions/`).
+
+A policy that has only seen one load level learns that level; one trained across rates,
+burstiness, acceptance, lengths and memory sizes learns the mechanism. Each reset draws
+one scenario: a workload template chosen by weight with every `[lo, hi]` range sampled
+uniformly, on top of a base scenario that fixes the profile, engine and SLOs. The shipped
+evaluation scenarios (`envs/*.yaml`) and `envs/held-out/` are never sampled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlspec.config import ConfigError, check_range, from_dict, load_yaml
+from rlspec.perf.acceptance import AcceptanceConfig
+from rlspec.scenario import Scenario, load_scenario
+from rlspec.workload import LengthConfig, WorkloadConfig
+
+Range = list[float]  # [lo, hi], sampled uniformly; lo == hi fixes the value
+
+
+@dataclass(frozen=True)
+class WorkloadTemplate:
+    kind: str
+    weight: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)  # field -> value or [lo, hi]
+
+    def __post_init__(self) -> None:
+        check_range("workloads[].weight", self.weight, lo=0.0)
+        if self.kind == "trace":
+            raise ConfigError("workloads[].kind: trace replay is for evaluation, not sampling")
+
+
+@dataclass(frozen=True)
+class ScenarioDistribution:
+    name: str
+    base: str  # scenario (name in envs/ or path) providing profile, engine, SLOs
+    workloads: list[WorkloadTemplate]
+    duration_s: Range = field(default_factory=lambda: [30.0, 90.0])
+    prompt_mean: Range = field(default_factory=lambda: [256.0, 1024.0])
+    output_mean: Range = field(default_factory=lambda: [128.0, 384.0])
+    acceptance_mean: Range = field(default_factory=lambda: [0.5, 0.9])
+    gpu_memory_utilization: Range = field(default_factory=lambda: [0.35, 0.9])
+    base_dir: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.workloads:
+            raise ConfigError("workloads: at least one template is required")
+        for name in ("duration_s", "prompt_mean", "output_mean", "acceptance_mean",
+                     "gpu_memory_utilization"):  # fmt: skip
+            _check_range_pair(name, getattr(self, name))
+
+    def sample(self, rng: np.random.Generator) -> Scenario:
+        base = self._base()
+        weights = np.array([t.weight for t in self.workloads], dtype=float)
+        t = self.workloads[int(rng.choice(len(weights), p=weights / weights.sum()))]
+        duration = _draw(rng, self.duration_s)
+        prompt = LengthConfig(
+            dist="lognormal", mean=_draw(rng, self.prompt_mean), cv=0.8, min=16, max=8192
+        )
+        output = LengthConfig(
+            dist="lognormal", mean=_draw(rng, self.output_mean), cv=0.8, min=8, max=2048
+        )
+        params = {k: (_draw(rng, v) if isinstance(v, list) else v) for k, v in t.params.items()}
+        if t.kind == "flash":
+            params["spike_start_s"] = params.get("spike_start_s", 0.0) % duration
+        workload = WorkloadConfig(
+            kind=t.kind, duration_s=duration, prompt=prompt, output=output, **params
+        )
+        acceptance = dataclasses.replace(base.acceptance, mean=_draw(rng, self.acceptance_mean))
+        engine = dataclasses.replace(
+            base.engine, gpu_memory_utilization=_draw(rng, self.gpu_memory_utilization)
+        )
+        return base.replace(
+            name=f"{self.name}:{t.kind}", workload=workload, acceptance=acceptance, engine=engine
+        )
+
+    def _base(self) -> Scenario:
+        path = Path(self.base)
+        if path.suffix and not path.is_absolute() and self.base_dir:
+            path = Path(self.base_dir) / path
+        return load_scenario(path if path.suffix else self.base)
+
+
+def _check_range_pair(name: str, r: Range) -> None:
+    if len(r) != 2 or r[0] > r[1]:
+        raise ConfigError(f"{name}: expected [lo, hi] with lo <= hi, got {r}")
+
+
+def _draw(rng: np.random.Generator, r: Range | float) -> float:
+    if not isinstance(r, list):
+        return float(r)
+    _check_range_pair("range", r)
+    return float(rng.uniform(r[0], r[1])) if r[1] > r[0] else float(r[0])
+
+
+def load_distribution(path: str | Path) -> ScenarioDistribution:
+    path = Path(path)
+    data = load_yaml(path)
+    data["base_dir"] = str(path.resolve().parent)
+    dist = from_dict(ScenarioDistribution, data, f"distribution[{path.name}]")
+    # Fail now, not at the first reset, if a template names a bad field or range.
+    dist.sample(np.random.default_rng(0))
+    for i, t in enumerate(dist.workloads):
+        try:
+            dataclasses.replace(dist, workloads=[t]).sample(np.random.default_rng(i))
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"{path.name}: workloads[{i}] ({t.kind}): {exc}") from exc
+    return dist
+
+
+__all__ = ["AcceptanceConfig", "ScenarioDistribution", "WorkloadTemplate", "load_distribution"]

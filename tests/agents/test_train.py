@@ -1,0 +1,82 @@
+"""A tiny but real PPO run: TensorBoard tags, run directory, resume."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlspec.agents.config import load_agent_config
+from rlspec.agents.train import train
+
+ROOT = Path(__file__).resolve().parents[2]
+TAGS = {
+    "serving/mean_latency_s", "serving/p99_latency_s", "serving/throughput_tok_s",
+    "spec/acceptance", "spec/k_mean", "spec/offload_frac", "eval/latency_vs_best_baseline",
+    "charts/SPS", "train/value_loss", "train/entropy_loss", "rollout/ep_rew_mean", "time/fps",
+}  # fmt: skip
+
+
+def tiny_config(tmp_path: Path) -> Path:
+    dist = {
+        "name": "tiny",
+        "base": str(ROOT / "envs" / "steady-low.yaml"),
+        "duration_s": [3, 5],
+        "workloads": [{"kind": "poisson", "params": {"rate": [2, 10]}}],
+    }
+    (tmp_path / "dist.yaml").write_text(yaml.safe_dump(dist))
+    cfg = {
+        "distribution": "dist.yaml",
+        "n_envs": 2,
+        "total_timesteps": 512,
+        "checkpoint_every_steps": 256,
+        "ppo": {"n_steps": 128, "batch_size": 64, "n_epochs": 1, "net_arch": [16, 16]},
+        "eval": {"every_steps": 256, "scenarios": ["steady-low"], "baselines": ["static:0", "goodput"],
+                 "duration_s": 4},
+    }  # fmt: skip
+    (tmp_path / "ppo.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp_path / "ppo.yaml"
+
+
+def scalar_tags(tb_dir: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in tb_dir.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    return tags
+
+
+@pytest.mark.slow
+def test_tiny_training_run_writes_tags_checkpoints_and_resumes(tmp_path):
+    cfg = load_agent_config(tiny_config(tmp_path))
+    run = train(cfg, tmp_path / "run", progress=False)
+    for name in ("model.zip", "vecnormalize.pkl", "config.yaml", "best_model.zip"):
+        assert (run / name).is_file(), name
+    assert list((run / "steps").glob("model_*_steps.zip"))
+    missing = TAGS - scalar_tags(run / "tb")
+    assert not missing, f"TensorBoard lacks {sorted(missing)}"
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["ppo"]["net_arch"] == [16, 16]
+    assert resolved["provenance"]["sessions"][0]["timesteps"] == 512
+
+    from stable_baselines3 import PPO
+
+    steps_before = PPO.load(run / "model.zip").num_timesteps
+    train(cfg, run, timesteps=256, resume=True, progress=False)
+    assert PPO.load(run / "model.zip").num_timesteps == steps_before + 256
+    sessions = yaml.safe_load((run / "config.yaml").read_text())["provenance"]["sessions"]
+    assert [s["resumed"] for s in sessions] == [False, True]
+
+
+def test_refuses_to_overwrite_or_resume_nothing(tmp_path):
+    from rlspec.config import ConfigError
+
+    cfg = load_agent_config(tiny_config(tmp_path))
+    with pytest.raises(ConfigError, match="no model.zip"):
+        train(cfg, tmp_path / "empty", resume=True, progress=False)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "model.zip").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg, tmp_path / "full", progress=False)
