@@ -200,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
 
+    from rlspec.agents import export
+
+    x = sub.add_parser("export", help="freeze a training run into a pure-numpy policy file")
+    export.add_arguments(x)
+    x.set_defaults(func=export.run)
+
     s = sub.add_parser("sweep", help="compare controllers over request rates")
     common(s)
     s.add_argument("--rates", required=True, help="comma-separated request rates (req/s)")

@@ -13,7 +13,6 @@ from rlspec.control.base import ControlContext, Controller
 from rlspec.control.registry import BaselinesConfig, make_controller
 from rlspec.engines.base import Backend
 from rlspec.engines.factory import make_backend
-from rlspec.features import FeatureTracker
 from rlspec.metrics import EpisodeMetrics, StepStats, summarize
 from rlspec.perf.step_time import StepTimeModel
 from rlspec.scenario import Scenario
@@ -37,6 +36,7 @@ def control_context(scenario: Scenario, backend: Backend) -> ControlContext:
         max_num_seqs=scenario.engine.max_num_seqs,
         cost=cost,
         decision_interval=scenario.decision_interval,
+        block_size=scenario.engine.block_size,
     )
 
 
@@ -49,10 +49,9 @@ def run_episode(
     max_iterations: int | None = None,
 ) -> EpisodeMetrics:
     """Serve `requests` to completion with `controller` deciding every interval."""
-    controller.reset(control_context(scenario, backend))
-    tracker = FeatureTracker(
-        backend.k_max, scenario.engine.max_num_seqs, scenario.engine.block_size
-    )
+    ctx = control_context(scenario, backend)
+    controller.reset(ctx)
+    tracker = ctx.tracker()
     stats = StepStats()
     tracker.update(backend.start(requests))
     interval = scenario.decision_interval

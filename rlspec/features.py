@@ -9,7 +9,10 @@ Estimates are exponentially weighted so they cost O(1) per iteration:
   (an unbiased rate estimate for any tau), at a fast and a slow time constant;
 - acceptance: the geometric MLE `a = accepted / (accepted + rejections)`, where a verify
   step that did not accept all k drafts ends in exactly one rejection, with decayed sums;
-- step time, throughput, prefill share and tokens per request as EWMAs over busy iterations.
+- step time, throughput, prefill share and tokens per request as EWMAs over busy iterations;
+- the cost model's view: the goodput-optimal k (SmartSpec's rule) for the current batch,
+  acceptance and context, and how much speculation gains there. The policy starts from
+  the analytical answer and learns where it is wrong (queueing, bursts, memory pressure).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlspec.engines.snapshot import DrafterState, Snapshot
+from rlspec.perf.goodput import goodput_curve
+from rlspec.perf.step_time import StepTimeModel
 
 SCHEMA_NAME = "rlspec-features"
 SCHEMA_VERSION = 1
@@ -39,6 +44,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "drafter_resident",
     "drafter_moving",  # an offload or reload is in flight
     "log_tokens_per_request",  # log1p(output tokens per completed request)
+    "model_best_k_frac",  # goodput-optimal k / k_max from the cost model
+    "model_log_gain",  # log(goodput at that k / goodput at k=0)
 )
 NUM_FEATURES = len(FEATURE_NAMES)
 
@@ -57,9 +64,15 @@ class FeatureTracker:
     """Running estimates over one engine's snapshot stream; `vector()` is the observation."""
 
     def __init__(
-        self, k_max: int, max_num_seqs: int, block_size: int, cfg: FeatureConfig | None = None
+        self,
+        k_max: int,
+        max_num_seqs: int,
+        block_size: int,
+        cost: StepTimeModel,
+        cfg: FeatureConfig | None = None,
     ):
         self.k_max = k_max
+        self.cost = cost
         self.max_num_seqs = max_num_seqs
         self.block_size = block_size
         self.cfg = cfg or FeatureConfig()
@@ -155,10 +168,19 @@ class FeatureTracker:
             return 0.0
         return s.kv_used_blocks * self.block_size / s.num_running
 
+    def model_hint(self) -> tuple[int, float]:
+        """(goodput-optimal k, its goodput / goodput at k=0) under the current estimates."""
+        g = goodput_curve(
+            self.cost, self.batch_size, self.acceptance_fast, self.context_per_request, self.k_max
+        )
+        best = max(range(len(g)), key=g.__getitem__)
+        return best, g[best] / g[0]
+
     def vector(self) -> np.ndarray:
         s = self.last
         if s is None:
             return np.zeros(NUM_FEATURES, dtype=np.float32)
+        best_k, gain = self.model_hint()
         return np.array(
             [
                 math.log1p(self.rate_fast),
@@ -176,6 +198,8 @@ class FeatureTracker:
                 1.0 if s.drafter is DrafterState.RESIDENT else 0.0,
                 1.0 if s.drafter in (DrafterState.LOADING, DrafterState.OFFLOADING) else 0.0,
                 math.log1p(self.tokens_per_request),
+                best_k / self.k_max,
+                math.log(gain),
             ],
             dtype=np.float32,
         )

@@ -19,6 +19,11 @@ class ControlContext:
     max_num_seqs: int
     cost: StepTimeModel  # the same cost model the simulator runs on
     decision_interval: int  # engine iterations per decision
+    block_size: int = 16  # tokens per KV block
+
+    def tracker(self) -> FeatureTracker:
+        """A fresh feature tracker for this deployment."""
+        return FeatureTracker(self.k_max, self.max_num_seqs, self.block_size, self.cost)
 
 
 class Controller(ABC):

@@ -15,7 +15,7 @@ from rlspec.config import check_range
 from rlspec.control.action import Action
 from rlspec.control.base import Controller
 from rlspec.features import FeatureTracker
-from rlspec.perf.acceptance import expected_tokens
+from rlspec.perf.goodput import goodput_curve
 
 
 @dataclass(frozen=True)
@@ -32,17 +32,10 @@ class GoodputController(Controller):
     def __init__(self, cfg: GoodputConfig | None = None):
         self.cfg = cfg or GoodputConfig()
 
-    def goodputs(self, batch: int, acceptance: float, context_per_req: float) -> list[float]:
-        cost = self.ctx.cost
-        return [
-            batch
-            * expected_tokens(acceptance, k)
-            / cost.decode_step(batch, k, context_per_req, True)
-            for k in range(self.ctx.k_max + 1)
-        ]
-
     def decide(self, obs: FeatureTracker) -> Action:
-        g = self.goodputs(obs.batch_size, obs.acceptance_fast, obs.context_per_request)
+        g = goodput_curve(
+            self.ctx.cost, obs.batch_size, obs.acceptance_fast, obs.context_per_request, self.ctx.k_max
+        )
         best = max(range(len(g)), key=g.__getitem__)
         if best and g[best] < (1.0 + self.cfg.margin) * g[0]:
             best = 0

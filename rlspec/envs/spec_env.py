@@ -24,7 +24,8 @@ from rlspec.engines.base import Backend
 from rlspec.engines.factory import make_backend
 from rlspec.envs.distribution import ScenarioDistribution
 from rlspec.envs.reward import RewardConfig
-from rlspec.features import FEATURE_NAMES, NUM_FEATURES, FeatureTracker
+from rlspec.evaluate import control_context
+from rlspec.features import FEATURE_NAMES, NUM_FEATURES
 from rlspec.metrics import StepStats, summarize
 from rlspec.scenario import Scenario, load_scenario
 
@@ -85,8 +86,7 @@ class SpecDecodeEnv(gym.Env):
             self.backend.close()
         self.backend = self._factory(scenario, engine_seed)
         self.requests = scenario.requests(workload_seed)
-        engine = scenario.engine
-        self.tracker = FeatureTracker(self.k_max, engine.max_num_seqs, engine.block_size)
+        self.tracker = control_context(scenario, self.backend).tracker()
         self.tracker.update(self.backend.start(self.requests))
         self.stats = StepStats()
         self.steps = 0

@@ -27,7 +27,7 @@ def ctx(h100):
 
 
 def tracker_with(acceptance: float, running: int, ctx, rate: float = 0.0, **kw) -> FeatureTracker:
-    t = FeatureTracker(ctx.k_max, ctx.max_num_seqs, 16)
+    t = ctx.tracker()
     # Feed verify outcomes that pin the acceptance estimate: per request accepted a/(1-a)
     # on average with one rejection each.
     for _ in range(200):
@@ -92,7 +92,7 @@ def test_batch_table_follows_the_table(ctx):
 def test_nightjar_offloads_under_queueing_and_reloads_with_hysteresis(ctx):
     c = make_controller("nightjar")
     c.reset(ctx)
-    t = FeatureTracker(4, 256, 16)
+    t = ctx.tracker()
     t.update(snap(running=256, waiting=80, kv_used=990))
     decisions = [c.decide(t) for _ in range(3)]
     assert decisions[-1] == OFFLOAD and decisions[0] != OFFLOAD
