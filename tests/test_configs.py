@@ -10,7 +10,8 @@ from rlspec.perf.profile import available_profiles, load_profile
 from rlspec.scenario import Scenario, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = sorted((ROOT / "envs").glob("*.yaml"))
+SCENARIOS = sorted((ROOT / "envs").glob("*.yaml")) + sorted((ROOT / "envs" / "held-out").glob("*.yaml"))
+DISTRIBUTIONS = sorted((ROOT / "envs" / "distributions").glob("*.yaml"))
 AGENT_CONFIGS = sorted((ROOT / "agents").glob("*.yaml"))
 
 
@@ -62,3 +63,17 @@ def test_unknown_and_bad_keys_name_the_key(tmp_path):
         load_profile("nope")
     with pytest.raises(ConfigError, match="nightjar.patience"):
         from_dict(BaselinesConfig, {"nightjar": {"patience": 0}})
+
+
+@pytest.mark.parametrize("path", DISTRIBUTIONS, ids=lambda p: p.stem)
+def test_every_training_distribution_loads_and_excludes_evaluation_scenarios(path):
+    import numpy as np
+
+    from rlspec.envs.distribution import load_distribution
+
+    dist = load_distribution(path)
+    rng = np.random.default_rng(0)
+    names = {p.stem for p in SCENARIOS}
+    for _ in range(20):
+        s = dist.sample(rng)
+        assert s.name.split(":")[0] == dist.name and s.name not in names

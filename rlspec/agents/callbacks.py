@@ -55,9 +55,15 @@ class ServingMetricsCallback(BaseCallback):
         "spec/offload_frac": "offload_frac",
     }
 
+    def __init__(self, initial_scalars: dict[str, float] | None = None):
+        super().__init__()
+        self.initial_scalars = initial_scalars or {}
+
     def _on_training_start(self) -> None:
         self._t0 = time.perf_counter()
         self._steps0 = self.num_timesteps
+        for tag, value in self.initial_scalars.items():
+            self.logger.record(tag, value)
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", []):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from rlspec.agents.warmstart import WarmStartConfig
 from rlspec.config import ConfigError, check_range, from_dict, load_yaml
 from rlspec.envs.reward import RewardConfig
 
@@ -81,6 +82,7 @@ class AgentConfig:
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     base_dir: str = ""
 
     def __post_init__(self) -> None:

@@ -25,18 +25,22 @@ from rlspec.config import ConfigError, to_dict
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _make_env(cfg: AgentConfig, distribution: str, rank: int):
-    from stable_baselines3.common.monitor import Monitor
-
+def _plain_env(cfg: AgentConfig, distribution: str):
     from rlspec.envs import make_randomized_env
 
-    env = make_randomized_env(
+    return make_randomized_env(
         distribution,
         backend=cfg.backend,
         reward=cfg.reward,
         max_episode_steps=cfg.max_episode_steps,
         decision_interval=cfg.decision_interval,
     )
+
+
+def _make_env(cfg: AgentConfig, distribution: str, rank: int):
+    from stable_baselines3.common.monitor import Monitor
+
+    env = _plain_env(cfg, distribution)
     env.action_space.seed(cfg.seed + rank)
     return Monitor(env)
 
@@ -126,7 +130,10 @@ def train(
             device="cpu",
             verbose=0,
         )
-    callbacks = [ServingMetricsCallback()]
+    warm = {}
+    if not resume and cfg.warm_start.expert:
+        warm = _warm_start(cfg, model, venv)
+    callbacks = [ServingMetricsCallback(initial_scalars=warm)]
     evaluator = None
     if cfg.eval.every_steps:
         evaluator = BaselineEvalCallback(cfg.eval, run_dir)
@@ -159,6 +166,22 @@ def train(
     _write_config(cfg, run_dir, total, wall, resume, evaluator)
     venv.close()
     return run_dir
+
+
+def _warm_start(cfg: AgentConfig, model, venv) -> dict:
+    from rlspec.agents.warmstart import behaviour_clone, collect, seed_normalization
+
+    w = cfg.warm_start
+    env = _plain_env(cfg, str(cfg.resolve(cfg.distribution)))
+    print(
+        f"warm start: recording {w.steps:,} decisions of {w.expert!r} on the training distribution"
+    )
+    demos = collect(env, w.expert, w.steps, seed=cfg.seed + 10_000)
+    env.close()
+    seed_normalization(venv, demos, cfg.ppo.gamma)
+    stats = behaviour_clone(model, venv, demos, w, cfg.ppo.gamma, cfg.seed)
+    print(f"warm start: actor agrees with {w.expert} on {stats['bc/agreement']:.1%} of decisions")
+    return stats
 
 
 def _write_config(cfg, run_dir: Path, steps: int, wall: float, resume: bool, evaluator) -> None:

@@ -10,7 +10,7 @@ from rlspec.agents.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 TAGS = {
-    "serving/mean_latency_s", "serving/p99_latency_s", "serving/throughput_tok_s",
+    "bc/agreement", "serving/mean_latency_s", "serving/p99_latency_s", "serving/throughput_tok_s",
     "spec/acceptance", "spec/k_mean", "spec/offload_frac", "eval/latency_vs_best_baseline",
     "charts/SPS", "train/value_loss", "train/entropy_loss", "rollout/ep_rew_mean", "time/fps",
 }  # fmt: skip
@@ -32,6 +32,7 @@ def tiny_config(tmp_path: Path) -> Path:
         "ppo": {"n_steps": 128, "batch_size": 64, "n_epochs": 1, "net_arch": [16, 16]},
         "eval": {"every_steps": 256, "scenarios": ["steady-low"], "baselines": ["static:0", "goodput"],
                  "duration_s": 4},
+        "warm_start": {"expert": "goodput", "steps": 300, "epochs": 30, "batch_size": 64},
     }  # fmt: skip
     (tmp_path / "ppo.yaml").write_text(yaml.safe_dump(cfg))
     return tmp_path / "ppo.yaml"
@@ -80,3 +81,28 @@ def test_refuses_to_overwrite_or_resume_nothing(tmp_path):
     (tmp_path / "full" / "model.zip").write_bytes(b"x")
     with pytest.raises(ConfigError, match="--resume"):
         train(cfg, tmp_path / "full", progress=False)
+
+
+def test_warm_start_clones_the_expert(tmp_path):
+    """Behaviour cloning makes the untrained actor decide like goodput on the data."""
+    import dataclasses
+
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from rlspec.agents.train import _plain_env, make_vec_env
+    from rlspec.agents.warmstart import behaviour_clone, collect, seed_normalization
+
+    cfg = load_agent_config(tiny_config(tmp_path))
+    cfg = dataclasses.replace(
+        cfg, warm_start=dataclasses.replace(cfg.warm_start, steps=600, epochs=60)
+    )
+    venv = VecNormalize(make_vec_env(cfg), gamma=cfg.ppo.gamma)
+    model = PPO("MlpPolicy", venv, seed=0, device="cpu")
+    env = _plain_env(cfg, str(cfg.resolve(cfg.distribution)))
+    demos = collect(env, "goodput", cfg.warm_start.steps, seed=1)
+    assert len(demos.actions) >= 600 and demos.episode_starts.sum() >= 1
+    seed_normalization(venv, demos, cfg.ppo.gamma)
+    assert venv.obs_rms.count > 600
+    stats = behaviour_clone(model, venv, demos, cfg.warm_start, cfg.ppo.gamma, seed=0)
+    assert stats["bc/agreement"] > 0.9
