@@ -1,0 +1,87 @@
+"""Fit the step-time model to measured iterations (`rlspec calibrate`).
+
+The fitted model is linear in its six coefficients, so ordinary least squares recovers them
+from iterations measured over batch sizes, draft lengths, prefill chunks and contexts. Each
+row of the design matrix is what one iteration did (DESIGN section 4):
+
+    t = tb + tt*T + tc*C                                  target pass over T new tokens
+      + n*db + dt*(T + (k-1)*B) + n*dc*C   (resident)     n = max(k, 1) drafter passes
+
+with T = B*(k+1) + prefill tokens and C the cached tokens attended. `tb` absorbs the
+per-iteration overhead, so fitted profiles carry `iteration_overhead_s: 0`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rlspec.perf.profile import FittedStepTime
+
+TERMS = (
+    "target_base_s",
+    "target_per_token_s",
+    "target_per_context_s",
+    "draft_base_s",
+    "draft_per_token_s",
+    "draft_per_context_s",
+)
+
+
+@dataclass(frozen=True)
+class IterationSample:
+    decode_reqs: int  # B
+    k: int
+    prefill_tokens: int
+    context: int  # cached tokens attended by the batch
+    drafter_resident: bool
+    step_time_s: float  # measured
+
+
+@dataclass(frozen=True)
+class FitReport:
+    fitted: FittedStepTime
+    std_error: dict[str, float]  # standard error of each coefficient (seconds per unit)
+    rel_error: dict[str, float]  # std error / |coefficient|
+    mape: float  # mean absolute percentage error of the fitted step times
+    samples: int
+
+
+def design_row(s: IterationSample) -> list[float]:
+    tokens = s.decode_reqs * (s.k + 1) + s.prefill_tokens
+    if not s.drafter_resident:
+        return [1.0, tokens, s.context, 0.0, 0.0, 0.0]
+    passes = max(s.k, 1)
+    extra = (s.k - 1) * s.decode_reqs if s.k > 1 else 0
+    return [1.0, tokens, s.context, passes, tokens + extra, passes * s.context]
+
+
+def fit_step_time(samples: Sequence[IterationSample]) -> FitReport:
+    if len(samples) < len(TERMS) * 2:
+        raise ValueError(f"need at least {len(TERMS) * 2} measured iterations, got {len(samples)}")
+    x = np.array([design_row(s) for s in samples], dtype=np.float64)
+    y = np.array([s.step_time_s for s in samples], dtype=np.float64)
+    if np.linalg.matrix_rank(x) < len(TERMS):
+        raise ValueError(
+            "measurements do not separate the terms: vary batch size, k (including 0 and >1), "
+            "prefill, context and drafter placement"
+        )
+    # Scale columns so the solve is well conditioned (tokens and contexts span 1e0..1e5).
+    scale = np.abs(x).max(axis=0)
+    coef_s, *_ = np.linalg.lstsq(x / scale, y, rcond=None)
+    coef = np.clip(coef_s / scale, 0.0, None)
+    resid = y - x @ coef
+    dof = max(len(y) - len(TERMS), 1)
+    sigma2 = float(resid @ resid) / dof
+    cov = sigma2 * np.linalg.pinv((x / scale).T @ (x / scale))
+    std = np.sqrt(np.clip(np.diag(cov), 0.0, None)) / scale
+    fitted = FittedStepTime(**{name: float(c) for name, c in zip(TERMS, coef, strict=True)})
+    return FitReport(
+        fitted=fitted,
+        std_error={n: float(e) for n, e in zip(TERMS, std, strict=True)},
+        rel_error={n: float(e / abs(c)) if c else float("inf") for n, e, c in zip(TERMS, std, coef, strict=True)},
+        mape=float(np.mean(np.abs(resid) / y)),
+        samples=len(y),
+    )
