@@ -45,7 +45,9 @@ def main() -> None:
     speed, step_len = [], []
     for interval in INTERVALS:
         for s in SCENARIOS:
-            scenario = load_scenario(ROOT / "envs" / f"{s}.yaml").replace(decision_interval=interval)
+            scenario = load_scenario(ROOT / "envs" / f"{s}.yaml").replace(
+                decision_interval=interval
+            )
             for c, m in evaluate(scenario, CONTROLLERS).items():
                 latency[c][s].append(m.mean_latency_s)
         sps, seconds = env_steps_per_s(interval)
