@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,7 +140,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     export_policy(run_dir)
     controllers = [*DEMO_BASELINES, f"policy:{run_dir}"]
     if (SHIPPED_POLICY / "policy.npz").is_file():
-        controllers.append(f"policy:{SHIPPED_POLICY}")
+        controllers.append(f"policy:{os.path.relpath(SHIPPED_POLICY)}")
     for name in DEMO_SCENARIOS:
         scenario = load_scenario(name)
         results = evaluate(scenario, controllers)
