@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from stable_baselines3 import PPO
+from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from rlspec.agents.export import add_arguments, export_policy, run, stats_file_for
@@ -59,6 +60,8 @@ def train_run(tmp_path, *, net=(64, 64), act=torch.nn.Tanh, vecnorm="obs", n_obs
         policy_kwargs=dict(net_arch=dict(pi=list(net), vf=[16]), activation_fn=act),
         device="cpu",
     )  # fmt: skip
+    # SB3 would otherwise make a log folder under /tmp for every model.
+    model.set_logger(configure(str(tmp_path / "sb3-log"), []))
     if steps:
         model.learn(steps)
     run_dir = tmp_path / "run"
