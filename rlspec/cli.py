@@ -225,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     from rlspec.agents import export
+    from rlspec.engines import tiny_models
+
+    m = sub.add_parser("models", help="build local model pairs for the live vLLM backend")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    tiny = msub.add_parser("tiny", help="a tiny HF Llama target/draft pair with a tokenizer")
+    tiny_models.add_arguments(tiny)
+    tiny.set_defaults(func=tiny_models.run)
 
     x = sub.add_parser("export", help="freeze a training run into a pure-numpy policy file")
     export.add_arguments(x)

@@ -35,6 +35,27 @@ class SLOConfig:
 
 
 @dataclass(frozen=True)
+class LiveEngineConfig:
+    """The model pair and vLLM settings for `--backend vllm` (paths relative to the file).
+
+    Engine limits (k_max, max_num_seqs, max_num_batched_tokens) come from `engine:`; block
+    size and memory share here describe the real engine, not the simulated GPU.
+    """
+
+    model: str = "../../models/tiny/target"
+    draft_model: str | None = "../../models/tiny/draft"
+    max_model_len: int = 2048
+    gpu_memory_utilization: float = 0.3  # on CPU: the share of host memory vLLM reserves
+    kv_cache_memory_bytes: int | None = None
+    block_size: int | None = None  # None: vLLM's default for the device
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_range("live.max_model_len", self.max_model_len, lo=16)
+        check_range("live.gpu_memory_utilization", self.gpu_memory_utilization, 0.01, 1.0)
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     workload: WorkloadConfig
@@ -43,6 +64,7 @@ class Scenario:
     engine: EngineConfig = field(default_factory=EngineConfig)
     acceptance: AcceptanceConfig = field(default_factory=AcceptanceConfig)
     slo: SLOConfig = field(default_factory=SLOConfig)
+    live: LiveEngineConfig | None = None  # the real engine for `--backend vllm`
     decision_interval: int = 8  # engine iterations per controller decision
     seed: int = 0
     base_dir: str = ""  # directory relative paths resolve against (set by `load_scenario`)
@@ -55,6 +77,10 @@ class Scenario:
         if path.suffix and not path.is_absolute() and self.base_dir:
             path = Path(self.base_dir) / path
         return load_profile(path if path.suffix else self.profile)
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() or not self.base_dir else Path(self.base_dir) / p
 
     def requests(self, seed: int | None = None) -> list[Request]:
         """The workload's requests; a seed of its own keeps them identical across controllers."""

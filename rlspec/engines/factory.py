@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rlspec.config import ConfigError
 from rlspec.engines.base import Backend
 from rlspec.scenario import Scenario
 
@@ -9,13 +10,41 @@ BACKENDS = ("sim", "vllm")
 
 
 def make_backend(scenario: Scenario, kind: str = "sim", seed: int | None = None) -> Backend:
+    seed = scenario.seed if seed is None else seed
     if kind == "sim":
         from rlspec.sim.simulator import Simulator
 
-        return Simulator(
-            scenario.load_profile(),
-            scenario.engine,
-            scenario.acceptance,
-            seed=scenario.seed if seed is None else seed,
+        return Simulator(scenario.load_profile(), scenario.engine, scenario.acceptance, seed=seed)
+    if kind == "vllm":
+        return _live_backend(scenario, seed)
+    raise ConfigError(f"--backend: unknown {kind!r}; allowed: {list(BACKENDS)}")
+
+
+def _live_backend(scenario: Scenario, seed: int) -> Backend:
+    from rlspec.engines.vllm import make_vllm_backend
+
+    live = scenario.live
+    if live is None:
+        raise ConfigError(
+            f"scenario {scenario.name!r}: `--backend vllm` needs a `live:` block naming the model "
+            "pair (see envs/live/*.yaml)"
         )
-    raise ValueError(f"--backend: unknown {kind!r}; allowed: {list(BACKENDS)}")
+    model = scenario.resolve(live.model)
+    draft = scenario.resolve(live.draft_model) if live.draft_model else None
+    for role, path in (("live.model", model), ("live.draft_model", draft)):
+        if path is not None and not (path / "config.json").is_file():
+            raise ConfigError(
+                f"scenario {scenario.name!r}: {role} {path} is not a model folder; build the "
+                f"tiny pair with `rlspec models tiny --out {path.parent}`"
+            )
+    extra = {k: v for k, v in (("kv_cache_memory_bytes", live.kv_cache_memory_bytes),
+                                ("block_size", live.block_size)) if v is not None}  # fmt: skip
+    return make_vllm_backend(
+        scenario.replace(seed=seed),
+        str(model),
+        None if draft is None else str(draft),
+        max_model_len=live.max_model_len,
+        gpu_memory_utilization=live.gpu_memory_utilization,
+        dtype=live.dtype,
+        **extra,
+    )

@@ -35,10 +35,10 @@ INFO_FILE = "rlspec_tiny.json"
 class TinyPairSpec:
     """Shape of a tiny pair; the defaults are the CPU pair DESIGN.md section 1 measures."""
 
-    target_layers: int = 8
+    target_layers: int = 16
     hidden: int = 1024
     draft_layers: int = 1
-    acceptance_knob: float = 0.3
+    acceptance_knob: float = 0.05
     vocab_size: int = 4096
     seed: int = 0
     num_heads: int = 16  # head dim = hidden / num_heads, must be >= 32 (vLLM CPU attention)
@@ -95,7 +95,7 @@ TEST_SPEC = TinyPairSpec(
     target_layers=4,
     hidden=256,
     draft_layers=1,
-    acceptance_knob=0.3,
+    acceptance_knob=0.07,  # greedy agreement ~0.65
     vocab_size=1024,
     num_heads=4,
     max_position_embeddings=2048,
@@ -308,6 +308,12 @@ def run(args: argparse.Namespace) -> int:
             max_position_embeddings=args.max_position_embeddings,
             dtype=args.dtype,
         )
+    try:
+        import transformers
+
+        transformers.logging.disable_progress_bar()
+    except ImportError:
+        pass
     t0 = time.perf_counter()
     target_dir, draft_dir = build_from_spec(args.out, spec)
     t_info = json.loads((target_dir / INFO_FILE).read_text())
