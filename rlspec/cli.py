@@ -171,7 +171,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, **changes)
     run = args.run or time.strftime("ppo-%Y%m%d-%H%M%S")
     run_dir = Path(args.checkpoints) / run
-    train(cfg, run_dir, timesteps=args.timesteps, resume=args.resume, progress=not args.no_progress)
+    train(cfg, run_dir, timesteps=args.timesteps, resume=args.resume,
+          progress=not args.no_progress, init=args.init)  # fmt: skip
     print(f"run written to {run_dir}/ (model.zip, vecnormalize.pkl, config.yaml)")
     print(f"inspect it:  tensorboard --logdir {run_dir / 'tb'}")
     print(f"freeze it:   rlspec export {run_dir}")
@@ -213,13 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a PPO speculation controller")
     t.add_argument("--config", default="agents/ppo.yaml", help="agent config YAML")
     t.add_argument(
-        "--scenarios", default=None, help="training distribution YAML (overrides the config's)"
+        "--scenarios", default=None, help="training distribution or scenario YAML (overrides the config's)"
     )
     t.add_argument("--timesteps", type=int, default=None, help="override total_timesteps")
     t.add_argument("--run", default=None, help="run name under --checkpoints (default: ppo-<time>)")
     t.add_argument("--checkpoints", default="checkpoints")
     t.add_argument("--resume", action="store_true", help="continue the run from its model.zip")
     t.add_argument("--backend", default=None, choices=["sim", "vllm"])
+    t.add_argument("--init", default=None, type=Path,
+                   help="start from another run's model.zip (online fine-tuning)")  # fmt: skip
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)

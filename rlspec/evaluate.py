@@ -85,18 +85,29 @@ def evaluate(
     baselines: BaselinesConfig | None = None,
     on_result: Callable[[str, EpisodeMetrics], None] | None = None,
 ) -> dict[str, EpisodeMetrics]:
-    """Each controller on the identical workload and engine seed."""
+    """Each controller on the identical workload and engine seed.
+
+    A simulator is cheap, so each controller gets a fresh one (its random stream starts
+    over); a live engine takes seconds to start, so one serves every controller in turn
+    (`start()` resets it, and its prompts are a function of the seed and request id).
+    """
     seed = scenario.seed if seed is None else seed
     requests = scenario.requests(seed)
     results: dict[str, EpisodeMetrics] = {}
-    for spec in controllers:
-        controller = make_controller(spec, baselines) if isinstance(spec, str) else spec
-        name = spec if isinstance(spec, str) else controller.name
-        engine = make_backend(scenario, backend, seed=seed)
-        try:
-            results[name] = run_episode(engine, controller, requests, scenario)
-        finally:
-            engine.close()
-        if on_result is not None:
-            on_result(name, results[name])
+    shared = make_backend(scenario, backend, seed=seed) if backend != "sim" else None
+    try:
+        for spec in controllers:
+            controller = make_controller(spec, baselines) if isinstance(spec, str) else spec
+            name = spec if isinstance(spec, str) else controller.name
+            engine = shared or make_backend(scenario, backend, seed=seed)
+            try:
+                results[name] = run_episode(engine, controller, requests, scenario)
+            finally:
+                if shared is None:
+                    engine.close()
+            if on_result is not None:
+                on_result(name, results[name])
+    finally:
+        if shared is not None:
+            shared.close()
     return results

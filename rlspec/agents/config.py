@@ -68,7 +68,8 @@ class EvalConfig:
 @dataclass(frozen=True)
 class AgentConfig:
     algo: Literal["ppo"] = "ppo"
-    distribution: str = "../envs/distributions/h100-train.yaml"  # relative to this file
+    # A training distribution (envs/distributions/) or a single scenario YAML; relative to this file.
+    distribution: str = "../envs/distributions/h100-train.yaml"
     backend: Literal["sim", "vllm"] = "sim"
     n_envs: int = 4
     vec_env: Literal["dummy", "subproc"] = "dummy"
@@ -93,6 +94,10 @@ class AgentConfig:
         check_range("torch_threads", self.torch_threads, lo=1)
         if self.decision_interval is not None:
             check_range("decision_interval", self.decision_interval, lo=1)
+        if self.backend == "vllm" and (self.n_envs != 1 or self.vec_env != "dummy"):
+            raise ConfigError(
+                "n_envs: the vllm backend runs one in-process engine; use n_envs: 1, vec_env: dummy"
+            )
 
     def resolve(self, path: str) -> Path:
         p = Path(path)

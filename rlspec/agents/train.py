@@ -72,6 +72,7 @@ def train(
     timesteps: int | None = None,
     resume: bool = False,
     progress: bool = True,
+    init: Path | None = None,
 ) -> Path:
     import torch
     from stable_baselines3 import PPO
@@ -97,14 +98,25 @@ def train(
 
     venv = make_vec_env(cfg)
     n = cfg.normalize
+    p = cfg.ppo
     if resume and (run_dir / "vecnormalize.pkl").is_file():
         venv = VecNormalize.load(str(run_dir / "vecnormalize.pkl"), venv)
         venv.training = True
     else:
         venv = VecNormalize(venv, norm_obs=n.norm_obs, norm_reward=n.norm_reward,
                             clip_obs=n.clip_obs, clip_reward=n.clip_reward, gamma=cfg.ppo.gamma)  # fmt: skip
-    p = cfg.ppo
-    if resume:
+    if init is not None:
+        # Fine-tune another run's policy (e.g. one trained in simulation, on the live engine).
+        init = Path(init)
+        if not (init / "model.zip").is_file():
+            raise ConfigError(f"--init: {init} has no model.zip")
+        if (init / "vecnormalize.pkl").is_file():
+            venv = VecNormalize.load(str(init / "vecnormalize.pkl"), venv.venv)
+            venv.training = True
+        model = PPO.load(init / "model.zip", env=venv, tensorboard_log=str(run_dir / "tb"),
+                         learning_rate=p.learning_rate, n_steps=p.n_steps, batch_size=p.batch_size,
+                         n_epochs=p.n_epochs, ent_coef=p.ent_coef, device="cpu")  # fmt: skip
+    elif resume:
         model = PPO.load(run_dir / "model.zip", env=venv, tensorboard_log=str(run_dir / "tb"))
     else:
         activation = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[p.activation]
@@ -131,7 +143,7 @@ def train(
             verbose=0,
         )
     warm = {}
-    if not resume and cfg.warm_start.expert:
+    if not resume and init is None and cfg.warm_start.expert:
         warm = _warm_start(cfg, model, venv)
     callbacks = [ServingMetricsCallback(initial_scalars=warm)]
     evaluator = None
@@ -155,7 +167,7 @@ def train(
         total_timesteps=total,
         callback=CallbackList(callbacks),
         tb_log_name="ppo",
-        reset_num_timesteps=not resume,
+        reset_num_timesteps=not (resume or init is not None),
     )
     wall = time.time() - started
     if evaluator is not None:
@@ -163,7 +175,7 @@ def train(
         model.logger.dump(model.num_timesteps)
     model.save(run_dir / "model.zip")
     venv.save(str(run_dir / "vecnormalize.pkl"))
-    _write_config(cfg, run_dir, total, wall, resume, evaluator)
+    _write_config(cfg, run_dir, total, wall, resume, evaluator, init)
     venv.close()
     return run_dir
 
@@ -184,12 +196,15 @@ def _warm_start(cfg: AgentConfig, model, venv) -> dict:
     return stats
 
 
-def _write_config(cfg, run_dir: Path, steps: int, wall: float, resume: bool, evaluator) -> None:
+def _write_config(
+    cfg, run_dir: Path, steps: int, wall: float, resume: bool, evaluator, init
+) -> None:
     path = run_dir / "config.yaml"
     history = []
     if resume and path.is_file():
         history = (yaml.safe_load(path.read_text()) or {}).get("provenance", {}).get("sessions", [])
     history.append({"timesteps": steps, "wall_s": round(wall, 1), "resumed": resume,
+                    "initialised_from": None if init is None else str(init),
                     "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "final_eval_latency_vs_best_baseline": None if evaluator is None else evaluator.last_ratio,
                     "best_eval_latency_vs_best_baseline": None if evaluator is None else evaluator.best_ratio})  # fmt: skip

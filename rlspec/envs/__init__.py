@@ -20,6 +20,12 @@ DEFAULT_DISTRIBUTION = SCENARIO_DIR / "distributions" / "h100-train.yaml"
 
 
 def make_randomized_env(distribution: str | Path = DEFAULT_DISTRIBUTION, **kwargs) -> SpecDecodeEnv:
+    """An env over a training distribution, or over one scenario if the file is a scenario."""
+    from rlspec.config import load_yaml
+    from rlspec.scenario import load_scenario
+
+    if "workload" in load_yaml(distribution):
+        return SpecDecodeEnv(load_scenario(distribution), **kwargs)
     return SpecDecodeEnv(load_distribution(distribution), **kwargs)
 
 

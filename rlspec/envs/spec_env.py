@@ -62,6 +62,7 @@ class SpecDecodeEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(self.k_max + 2)
         self.feature_names = FEATURE_NAMES
         self.backend: Backend | None = None
+        self._backend_key: tuple | None = None
         self.scenario: Scenario | None = None
 
     # ------------------------------------------------------------------ gymnasium API
@@ -82,9 +83,7 @@ class SpecDecodeEnv(gym.Env):
         self.scenario = scenario
         workload_seed = int(rng.integers(2**31))
         engine_seed = int(rng.integers(2**31))
-        if self.backend is not None:
-            self.backend.close()
-        self.backend = self._factory(scenario, engine_seed)
+        self._prepare_backend(scenario, engine_seed)
         self.requests = scenario.requests(workload_seed)
         self.tracker = control_context(scenario, self.backend).tracker()
         self.tracker.update(self.backend.start(self.requests))
@@ -131,6 +130,17 @@ class SpecDecodeEnv(gym.Env):
             self.backend = None
 
     # ------------------------------------------------------------------ helpers
+    def _prepare_backend(self, scenario: Scenario, seed: int) -> None:
+        """A fresh simulator per episode (cheap, reseeded); a live engine is kept while the
+        scenario's engine settings stay the same, since starting one takes seconds."""
+        key = (scenario.engine, scenario.live, scenario.profile)
+        if self.backend is not None and self.backend_kind != "sim" and key == self._backend_key:
+            return
+        if self.backend is not None:
+            self.backend.close()
+        self.backend = self._factory(scenario, seed)
+        self._backend_key = key
+
     def episode_metrics(self):
         slo = self.scenario.slo
         return summarize(self.backend.records(), self.stats, slo.ttft_s, slo.tpot_s)

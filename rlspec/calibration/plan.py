@@ -1,0 +1,245 @@
+"""What to measure on the live engine, and how measured iterations become fit samples.
+
+A measurement plan is a list of probes. A probe is a small episode the live backend runs:
+
+* **grid probes**: `batch` requests of `prompt_len` tokens arrive together; after their
+  prefill (chunked under the token budget) the decode phase runs a *k schedule*, e.g.
+  `k=0` for 5 steps, `k=1` for 5, ... `k=k_max` for 5, then the drafter offloaded for 5.
+  Batch sizes x prompt lengths span batch, draft length, drafter placement and context;
+  the prefill steps span prefill chunks.
+* **stream probes**: requests of mixed lengths arrive one by one at a fixed static k, so
+  prefill chunks land in running decode batches (the mixed iterations real workloads have).
+
+Every iteration the backend runs becomes a `StepRecord` (what was scheduled, the cached
+tokens the batch attended, the measured time, the drafts verified by position). Records
+turn into `IterationSample`s (`samples_from_records`): idle and transfer steps are
+dropped, so are steps whose verified drafts do not match the k drafted (the step after a
+k switch: vLLM verifies at step t+1 what it drafted at step t), and repeats of the same
+iteration are merged by their median (the machine may be shared; interference only ever
+slows a step down). `robust_fit` then calls `rlspec.perf.fit.fit_step_time`, drops the
+iterations the first fit misses by more than `clip` robust standard deviations
+(interference spikes, first-time kernel shapes), and fits again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rlspec.perf.fit import TERMS, FitReport, IterationSample, design_row, fit_step_time
+from rlspec.workload.request import Request
+
+OFF = -1  # k-schedule entry: drafter offloaded
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One measurement episode."""
+
+    name: str
+    batch: int  # requests (grid) or total requests (stream)
+    prompt_len: int  # grid: every prompt; stream: the largest (lengths are spread below it)
+    output_len: int
+    schedule: tuple[tuple[int, int], ...]  # ((k or OFF, decode steps), ...); stream: ((k, 0),)
+    spacing_s: float = 0.0  # arrival spacing; 0 = all at t=0 (grid)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch < 1 or self.prompt_len < 1 or self.output_len < 1:
+            raise ValueError(f"probe {self.name}: batch, prompt_len, output_len must be >= 1")
+        if not self.schedule:
+            raise ValueError(f"probe {self.name}: empty k schedule")
+
+    @property
+    def stream(self) -> bool:
+        return self.spacing_s > 0
+
+    def requests(self) -> list[Request]:
+        if not self.stream:
+            return [Request(i, 0.0, self.prompt_len, self.output_len) for i in range(self.batch)]
+        rng = np.random.default_rng(self.seed)
+        lo = max(8, self.prompt_len // 32)
+        prompts = np.exp(rng.uniform(np.log(lo), np.log(self.prompt_len), self.batch))
+        outputs = rng.integers(max(4, self.output_len // 4), self.output_len + 1, self.batch)
+        return [
+            Request(i, i * self.spacing_s, int(prompts[i]), int(outputs[i]))
+            for i in range(self.batch)
+        ]
+
+    def action_at(self, decode_step: int) -> int:
+        """k (or OFF) for the `decode_step`-th step after the prefill phase; None past the end."""
+        n = 0
+        for k, steps in self.schedule:
+            n += steps
+            if decode_step < n:
+                return k
+        return self.schedule[-1][0] if self.stream else None  # type: ignore[return-value]
+
+    @property
+    def decode_steps(self) -> int:
+        return sum(s for _, s in self.schedule)
+
+
+@dataclass(frozen=True)
+class MeasurementPlan:
+    probes: tuple[Probe, ...]
+    repeats: int = 2  # every probe runs this many times (order reversed on odd repeats)
+    warmup: int = 1  # probes run first and discarded (kernel warm-up)
+
+    def order(self) -> list[tuple[int, Probe]]:
+        """(repeat, probe) in run order: repeats interleaved, alternate ones reversed."""
+        out: list[tuple[int, Probe]] = [(-1, p) for p in self.probes[: self.warmup]]
+        for r in range(self.repeats):
+            seq = self.probes if r % 2 == 0 else tuple(reversed(self.probes))
+            out += [(r, p) for p in seq]
+        return out
+
+
+def default_plan(
+    k_max: int = 4,
+    max_num_seqs: int = 16,
+    max_num_batched_tokens: int = 2048,
+    max_model_len: int = 2048,
+    *,
+    quick: bool = False,
+    repeats: int | None = None,
+) -> MeasurementPlan:
+    """Batch sizes x prompt lengths, each decoding through k = 0..k_max and offloaded,
+    plus streams of mixed requests at a few static k. `quick` is a small plan for tests."""
+    steps = 3 if quick else 5
+    schedule = tuple((k, steps) for k in range(k_max + 1)) + ((OFF, steps),)
+    out_len = sum((k + 1) * steps for k in range(k_max + 1)) + 2 * steps + 8
+    if quick:
+        batches = sorted({1, min(4, max_num_seqs), max_num_seqs})
+        prompts = [16, max(16, min(256, max_model_len // 4))]
+        max_prefill = 4 * max_num_batched_tokens
+    else:
+        batches = sorted({b for b in (1, 2, 4, 8, 12, 16, 24, 32) if b <= max_num_seqs}
+                         | {max_num_seqs})  # fmt: skip
+        prompts = [32, 256, 768, 1536]
+        max_prefill = 4 * max_num_batched_tokens
+    probes: list[Probe] = []
+    for p in prompts:
+        if p + out_len > max_model_len:
+            continue
+        for b in batches:
+            if b * p > max_prefill and b > 1:
+                continue
+            probes.append(Probe(f"grid-b{b}-p{p}", b, p, out_len, schedule))
+    stream_k = [0, k_max // 2, k_max] if not quick else [0, k_max]
+    n_stream = 8 if quick else 24
+    longest = min(1024 if not quick else 128, max_model_len - 96)
+    for i, k in enumerate(stream_k):
+        for spacing in ((0.02,) if quick else (0.05, 0.15)):
+            probes.append(
+                Probe(
+                    f"stream-k{k}-s{spacing:g}",
+                    n_stream,
+                    longest,
+                    64 if not quick else 16,
+                    ((k, 0),),
+                    spacing_s=spacing,
+                    seed=i,
+                )
+            )
+    return MeasurementPlan(tuple(probes), repeats=repeats or (1 if quick else 2))
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One measured iteration of the live engine (plain data: no vLLM types)."""
+
+    probe: str
+    repeat: int
+    index: int  # iteration within the probe
+    decode_reqs: int
+    k: int  # draft length drafted after this step (0 when offloaded)
+    spec_tokens: int  # draft tokens verified this step (over all decode requests)
+    prefill_tokens: int
+    context: int  # cached tokens the scheduled requests attend to (before this step)
+    scheduled_tokens: int
+    resident: bool
+    transition: bool  # an offload or reload happened in this step (its stall is included)
+    step_time_s: float
+    drafted_per_pos: tuple[int, ...] = ()
+    accepted_per_pos: tuple[int, ...] = ()
+
+    @property
+    def consistent(self) -> bool:
+        """Verified drafts match the k drafted (so the step is `decode_reqs` x (k + 1))."""
+        if self.decode_reqs == 0:
+            return True
+        return self.spec_tokens == self.decode_reqs * (self.k if self.resident else 0)
+
+
+@dataclass
+class SampleSet:
+    samples: list[IterationSample]
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> records
+    merged: int = 0  # records merged into another's median
+
+
+def samples_from_records(records: Sequence[StepRecord], merge: str = "median") -> SampleSet:
+    """Usable iterations, repeats of the same iteration merged (`median` or `min`)."""
+    dropped: dict[str, int] = defaultdict(int)
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for r in records:
+        if r.repeat < 0:
+            dropped["warm-up"] += 1
+        elif r.scheduled_tokens <= 0:
+            dropped["idle"] += 1
+        elif r.transition:
+            dropped["drafter transfer"] += 1
+        elif not r.consistent:
+            dropped["k switch (verified != drafted)"] += 1
+        elif r.step_time_s <= 0:
+            dropped["no time"] += 1
+        else:
+            k = r.k if r.resident else 0
+            groups[(r.decode_reqs, k, r.prefill_tokens, r.context, r.resident)].append(
+                r.step_time_s
+            )
+    agg = np.median if merge == "median" else np.min
+    samples = [
+        IterationSample(b, k, p, c, res, float(agg(ts)))
+        for (b, k, p, c, res), ts in sorted(groups.items())
+    ]
+    merged = sum(len(ts) - 1 for ts in groups.values())
+    return SampleSet(samples, dict(dropped), merged)
+
+
+def predict(report: FitReport, samples: Sequence[IterationSample]) -> np.ndarray:
+    coef = np.array([getattr(report.fitted, n) for n in TERMS], dtype=np.float64)
+    return np.array([design_row(s) for s in samples], dtype=np.float64) @ coef
+
+
+@dataclass
+class RobustFit:
+    report: FitReport
+    kept: list[IterationSample]
+    outliers: list[IterationSample]
+    first: FitReport  # the fit before outliers were dropped
+
+
+def robust_fit(samples: Sequence[IterationSample], clip: float = 4.0) -> RobustFit:
+    """`fit_step_time`, then again without the iterations the first fit misses by more
+    than `clip` robust standard deviations of the relative residual."""
+    samples = list(samples)
+    first = fit_step_time(samples)
+    y = np.array([s.step_time_s for s in samples])
+    rel = (y - predict(first, samples)) / y
+    med = float(np.median(rel))
+    mad = 1.4826 * float(np.median(np.abs(rel - med))) or 1e-9
+    keep = np.abs(rel - med) <= clip * mad
+    kept = [s for s, ok in zip(samples, keep, strict=True) if ok]
+    outliers = [s for s, ok in zip(samples, keep, strict=True) if not ok]
+    if len(kept) == len(samples):
+        return RobustFit(first, kept, outliers, first)
+    try:
+        report = fit_step_time(kept)
+    except ValueError:  # dropping outliers lost a term: keep the first fit
+        return RobustFit(first, samples, [], first)
+    return RobustFit(report, kept, outliers, first)
