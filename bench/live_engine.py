@@ -1,0 +1,113 @@
+"""The live tiny pair on this CPU: the speculation trade-off, engine start-up, and
+latency-vs-rate curves of static:0, static:3, goodput and nightjar with the controller's
+overhead per step.
+
+    python bench/live_engine.py [--pair models/tiny] [--part all|tradeoff|curves]
+
+Builds the default pair into --pair if it is missing. Writes results/live_tradeoff.json,
+results/live_curves.json and results/live_latency_vs_rate.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from common import RESULTS, ROOT, write_result
+
+import rlspec.engines.vllm  # noqa: F401  (Intel OpenMP before vLLM)
+from rlspec.control.registry import make_controller
+from rlspec.engines.factory import make_backend
+from rlspec.evaluate import run_episode
+from rlspec.scenario import load_scenario
+from rlspec.sweep import plot_sweep
+
+RATES = [0.5, 1.0, 2.0, 3.0, 4.0, 6.0]
+CONTROLLERS = ["static:0", "static:3", "goodput", "nightjar"]
+
+
+class Timed:
+    """Wraps a controller, timing each decision (the per-step overhead serving would pay)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = inner.name
+        self.seconds = 0.0
+        self.calls = 0
+
+    def reset(self, ctx):
+        self.inner.reset(ctx)
+
+    def decide(self, obs):
+        t0 = time.perf_counter()
+        action = self.inner.decide(obs)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        return action
+
+
+def tradeoff(pair: Path) -> dict:
+    from rlspec.engines.vllm.measure import measure
+
+    return measure(str(pair / "target"), str(pair / "draft"), [1, 16], [0, 2, 4],
+                   repeats=3, kv_cache_memory_bytes=512 << 20)  # fmt: skip
+
+
+def curves(scenario_path: Path) -> dict:
+    scenario = load_scenario(scenario_path)
+    t0 = time.perf_counter()
+    backend = make_backend(scenario, "vllm")
+    backend.open()
+    startup = time.perf_counter() - t0
+    results, overhead = [], {c: [] for c in CONTROLLERS}
+    try:
+        for rate in RATES:
+            s = scenario.with_rate(rate)
+            requests = s.requests()
+            row = {}
+            for c in CONTROLLERS:
+                ctrl = Timed(make_controller(c))
+                m = run_episode(backend, ctrl, requests, s)
+                row[c] = m
+                per_decision = ctrl.seconds / max(ctrl.calls, 1)
+                # A decision covers `decision_interval` iterations of this episode.
+                mean_step = backend.clock / max(backend.iterations, 1)
+                overhead[c].append(per_decision / (s.decision_interval * mean_step))
+                print(f"rate {rate:g}: {c:9s} mean {m.mean_latency_s:.2f}s p99 {m.p99_latency_s:.2f}s "
+                      f"{m.throughput_tok_s:.0f} tok/s k {m.mean_k:.2f}")  # fmt: skip
+            results.append(row)
+    finally:
+        backend.close()
+    plot_sweep(RATES, results, CONTROLLERS, str(RESULTS / "live_latency_vs_rate.png"),
+               title="live vLLM (CPU), tiny 214M/21M pair")  # fmt: skip
+    return {
+        "scenario": scenario.name,
+        "rates": RATES,
+        "engine_startup_s": startup,
+        "results": {c: [r[c].as_dict() for r in results] for c in CONTROLLERS},
+        "controller_overhead_frac_of_step": overhead,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pair", default=str(ROOT / "models" / "tiny"))
+    ap.add_argument("--part", choices=["all", "tradeoff", "curves"], default="all")
+    args = ap.parse_args()
+    pair = Path(args.pair)
+    if not (pair / "target" / "config.json").is_file():
+        from rlspec.engines.tiny_models import build_tiny_pair
+
+        build_tiny_pair(pair)
+    if args.part in ("all", "tradeoff"):
+        t = tradeoff(pair)
+        for r in t["rows"]:
+            print(r)
+        write_result("live_tradeoff", t)
+    if args.part in ("all", "curves"):
+        write_result("live_curves", curves(ROOT / "envs" / "live" / "tiny-poisson.yaml"))
+
+
+if __name__ == "__main__":
+    main()
