@@ -230,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rlspec.agents import export
     from rlspec.engines import tiny_models
 
+    # CALIBRATE-WIRING
+    sub.add_parser("serve", help="vLLM's OpenAI server with an rlspec controller (rlspec serve -h)")
+
     m = sub.add_parser("models", help="build local model pairs for the live vLLM backend")
     msub = m.add_subparsers(dest="models_command", required=True)
     tiny = msub.add_parser("tiny", help="a tiny HF Llama target/draft pair with a tokenizer")
@@ -249,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        # `rlspec serve` passes every option it does not know on to `vllm serve`.
+        from rlspec.serving.cli import main as serve_main
+
+        return serve_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
