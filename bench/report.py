@@ -192,6 +192,27 @@ def live_curves(d: dict) -> list[str]:
     return [*out, "", "![live latency vs rate](results/live_latency_vs_rate.png)", ""]
 
 
+def serve_bench(d: dict) -> list[str]:
+    st = d["settings"]
+    out = [
+        "## Served latency through `rlspec serve` (`bench/serve_bench.py`)",
+        "",
+        _env(d),
+        "",
+        f"{d['description']}. Default tiny pair, {st['requests']} requests per rate, prompts "
+        f"{st['prompt_len']} tokens, {st['output_len']} output tokens, max_num_seqs {st['max_num_seqs']}; "
+        "controllers one after another on the same machine (2 cores, shared).",
+        "",
+        "| controller | rate req/s | TTFT p50 s | TPOT p50 s | e2e mean s | e2e p99 s | tok/s | failed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c, r in d["results"].items():
+        for rate, m in r["rates"].items():
+            out.append(f"| {c} | {rate} | {m['ttft_p50_s']:.3f} | {m['tpot_p50_s']:.4f} | "
+                       f"{m['e2e_mean_s']:.2f} | {m['e2e_p99_s']:.2f} | {m['throughput_tok_s']:.0f} | {m['failed']} |")  # fmt: skip
+    return [*out, ""]
+
+
 SECTIONS = [
     ("sim_speed", sim_speed),
     ("paper_findings", paper_findings),
@@ -199,6 +220,7 @@ SECTIONS = [
     ("policy_vs_baselines", policy_vs_baselines),
     ("live_tradeoff", live_tradeoff),
     ("live_curves", live_curves),
+    ("serve_bench", serve_bench),
 ]
 
 
