@@ -23,7 +23,7 @@ from rlspec.evaluate import run_episode
 from rlspec.scenario import load_scenario
 from rlspec.sweep import plot_sweep
 
-RATES = [0.5, 1.0, 2.0, 3.0, 4.0, 6.0]
+RATES = [0.5, 1.0, 2.0, 3.0, 4.0, 6.0]  # 15 s of Poisson arrivals each
 CONTROLLERS = ["static:0", "static:3", "goodput", "nightjar"]
 
 
@@ -63,7 +63,7 @@ def curves(scenario_path: Path) -> dict:
     results, overhead = [], {c: [] for c in CONTROLLERS}
     try:
         for rate in RATES:
-            s = scenario.with_rate(rate)
+            s = scenario.with_rate(rate).shortened(15.0)
             requests = s.requests()
             row = {}
             for c in CONTROLLERS:
