@@ -230,7 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     from rlspec.agents import export
     from rlspec.engines import tiny_models
 
-    # CALIBRATE-WIRING
+    from rlspec.calibration import cli as calibration
+
+    c = sub.add_parser("calibrate", help="fit a cost-model profile to a live engine")
+    calibration.add_arguments(c)
+    c.set_defaults(func=calibration.run)
     sub.add_parser("serve", help="vLLM's OpenAI server with an rlspec controller (rlspec serve -h)")
 
     m = sub.add_parser("models", help="build local model pairs for the live vLLM backend")

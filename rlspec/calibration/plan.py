@@ -16,7 +16,7 @@ turn into `IterationSample`s (`samples_from_records`): idle and transfer steps a
 dropped, so are steps whose verified drafts do not match the k drafted (the step after a
 k switch: vLLM verifies at step t+1 what it drafted at step t), and repeats of the same
 iteration are merged by their median (the machine may be shared; interference only ever
-slows a step down). `robust_fit` then calls `rlspec.perf.fit.fit_step_time`, drops the
+slows a step down). `robust_fit` then calls `rlspec.perf.fit.fit_step_time` (relative errors), drops the
 iterations the first fit misses by more than `clip` robust standard deviations
 (interference spikes, first-time kernel shapes), and fits again.
 """
@@ -224,11 +224,14 @@ class RobustFit:
     first: FitReport  # the fit before outliers were dropped
 
 
-def robust_fit(samples: Sequence[IterationSample], clip: float = 4.0) -> RobustFit:
-    """`fit_step_time`, then again without the iterations the first fit misses by more
-    than `clip` robust standard deviations of the relative residual."""
+def robust_fit(
+    samples: Sequence[IterationSample], clip: float = 4.0, relative: bool = True
+) -> RobustFit:
+    """`fit_step_time` (relative errors by default: CPU step times span 20 ms to 2 s),
+    then again without the iterations the first fit misses by more than `clip` robust
+    standard deviations of the relative residual."""
     samples = list(samples)
-    first = fit_step_time(samples)
+    first = fit_step_time(samples, relative=relative)
     y = np.array([s.step_time_s for s in samples])
     rel = (y - predict(first, samples)) / y
     med = float(np.median(rel))
@@ -239,7 +242,7 @@ def robust_fit(samples: Sequence[IterationSample], clip: float = 4.0) -> RobustF
     if len(kept) == len(samples):
         return RobustFit(first, kept, outliers, first)
     try:
-        report = fit_step_time(kept)
+        report = fit_step_time(kept, relative=relative)
     except ValueError:  # dropping outliers lost a term: keep the first fit
         return RobustFit(first, samples, [], first)
     return RobustFit(report, kept, outliers, first)

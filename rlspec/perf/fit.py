@@ -58,7 +58,13 @@ def design_row(s: IterationSample) -> list[float]:
     return [1.0, tokens, s.context, passes, tokens + extra, passes * s.context]
 
 
-def fit_step_time(samples: Sequence[IterationSample]) -> FitReport:
+def fit_step_time(samples: Sequence[IterationSample], relative: bool = False) -> FitReport:
+    """Least squares over the measured iterations.
+
+    `relative=True` minimises relative instead of absolute errors (each row weighted by
+    1 / measured time), so a few long prefill iterations do not outweigh the many short
+    decode steps; measured step times spanning 20 ms to 2 s on a CPU engine need it.
+    """
     if len(samples) < len(TERMS) * 2:
         raise ValueError(f"need at least {len(TERMS) * 2} measured iterations, got {len(samples)}")
     x = np.array([design_row(s) for s in samples], dtype=np.float64)
@@ -68,14 +74,16 @@ def fit_step_time(samples: Sequence[IterationSample]) -> FitReport:
             "measurements do not separate the terms: vary batch size, k (including 0 and >1), "
             "prefill, context and drafter placement"
         )
+    w = 1.0 / y if relative else np.ones_like(y)
+    xw, yw = x * w[:, None], y * w
     # Scale columns so the solve is well conditioned (tokens and contexts span 1e0..1e5).
-    scale = np.abs(x).max(axis=0)
-    coef_s, *_ = np.linalg.lstsq(x / scale, y, rcond=None)
+    scale = np.abs(xw).max(axis=0)
+    coef_s, *_ = np.linalg.lstsq(xw / scale, yw, rcond=None)
     coef = np.clip(coef_s / scale, 0.0, None)
     resid = y - x @ coef
     dof = max(len(y) - len(TERMS), 1)
-    sigma2 = float(resid @ resid) / dof
-    cov = sigma2 * np.linalg.pinv((x / scale).T @ (x / scale))
+    sigma2 = float((resid * w) @ (resid * w)) / dof
+    cov = sigma2 * np.linalg.pinv((xw / scale).T @ (xw / scale))
     std = np.sqrt(np.clip(np.diag(cov), 0.0, None)) / scale
     fitted = FittedStepTime(**{name: float(c) for name, c in zip(TERMS, coef, strict=True)})
     return FitReport(

@@ -1,0 +1,173 @@
+"""Sim-to-real: a policy trained only in the calibrated simulator, on the live engine.
+
+    python bench/sim_to_real.py train [--timesteps 200000]   # -> checkpoints/cpu-tiny-ppo/
+    python bench/sim_to_real.py eval [--wait-quiet 0.3]      # -> results/sim_to_real.json
+
+`train` runs PPO (agents/ppo.yaml's hyperparameters, BC warm start from `goodput`) on
+envs/distributions/cpu-tiny-train.yaml - simulator only, profile cpu-tiny - evaluating
+against the baselines on the live scenarios *in simulation*, and exports the frozen policy.
+`eval` serves the Poisson and Azure-code workloads at several load levels on the LIVE
+engine with the policy and every analytical controller (same requests, one engine,
+controllers interleaved per point), and in the matched simulator for reference. The
+figure of merit is policy mean latency / best analytical controller's, per point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS, ROOT, write_result
+
+sys.path.insert(0, str(ROOT))
+
+import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
+from rlspec.calibration.sweep import SweepContext, Workload, offered_rate  # noqa: E402
+
+RUN_DIR = ROOT / "checkpoints" / "cpu-tiny-ppo"
+DISTRIBUTION = ROOT / "envs" / "distributions" / "cpu-tiny-train.yaml"
+LIVE_SCENARIOS = [ROOT / "envs/live/tiny-poisson.yaml", ROOT / "envs/live/tiny-azure-code.yaml"]
+ANALYTICAL = ["static:0", "static:3", "goodput", "latency-model", "nightjar", "batch-table"]
+WORKLOADS = [
+    Workload("poisson", str(LIVE_SCENARIOS[0]), "rate", (0.5, 2.0, 3.0, 4.0)),
+    Workload("azure-code", str(LIVE_SCENARIOS[1]), "rate_scale", (1.0, 2.0, 4.0, 6.0)),
+]
+
+
+def train_policy(timesteps: int, run_dir: Path, seed: int = 0) -> Path:
+    from rlspec.agents.config import load_agent_config
+    from rlspec.agents.export import export_policy
+    from rlspec.agents.train import train
+
+    cfg = load_agent_config(ROOT / "agents" / "ppo.yaml")
+    cfg = dataclasses.replace(
+        cfg,
+        distribution=str(DISTRIBUTION),
+        total_timesteps=timesteps,
+        seed=seed,
+        eval=dataclasses.replace(
+            cfg.eval,
+            scenarios=[str(p) for p in LIVE_SCENARIOS],
+            baselines=["static:0", "static:3", "goodput"],
+            duration_s=60.0,
+            every_steps=20_000,
+        ),
+    )
+    t0 = time.time()
+    train(cfg, run_dir, timesteps=timesteps)
+    model_file = "best_model.zip" if (run_dir / "best_model.zip").is_file() else "model.zip"
+    path = export_policy(run_dir, model_file=model_file)
+    print(f"trained {timesteps:,} steps in {time.time() - t0:.0f} s; exported {model_file} -> {path}")
+    return path
+
+
+def evaluate_live(args: argparse.Namespace) -> int:
+    policy = f"policy:{Path(args.policy).resolve()}"
+    controllers = [policy, *ANALYTICAL]
+    chosen = [Workload(w.name, w.scenario, w.knob, w.values, args.requests) for w in WORKLOADS
+              if w.name in args.workloads.split(",")]  # fmt: skip
+    ctx = SweepContext.open(chosen[0].variant(chosen[0].values[0]), ROOT / "rlspec/perf/profiles/cpu-tiny.yaml",
+                            live=not args.sim_only, quiet=args.wait_quiet, sim_seeds=args.sim_seeds)  # fmt: skip
+    t0 = time.perf_counter()
+    points = []
+    try:
+        for w in chosen:
+            for i, v in enumerate(w.values):
+                sc = ctx.match(w.variant(v))
+                rot = i % len(controllers)  # rotate the order so no controller always runs first
+                order = controllers[rot:] + controllers[:rot]
+                live, sim = {}, {}
+                for c in order:
+                    name = "policy" if c == policy else c
+                    sim[name] = ctx.run_sim(sc, c)
+                    live[name] = ctx.run_live(sc, c) if ctx.live is not None else sim[name]
+                pt = {"workload": w.name, "knob": w.knob, "value": v, "offered_rate": offered_rate(sc),
+                      "live": live, "sim": sim}  # fmt: skip
+                for side in ("live", "sim"):
+                    lat = {c: m["mean_latency_s"] for c, m in pt[side].items()}
+                    best = min(ANALYTICAL, key=lambda c: lat[c])
+                    pt[f"{side}_best_analytical"] = best
+                    pt[f"{side}_policy_vs_best"] = lat["policy"] / lat[best]
+                    pt[f"{side}_policy_vs_goodput"] = lat["policy"] / lat["goodput"]
+                points.append(pt)
+                print(f"{w.name} {w.knob}={v:g}: live policy {live['policy']['mean_latency_s']:.3f} s, best "
+                      f"{pt['live_best_analytical']} {live[pt['live_best_analytical']]['mean_latency_s']:.3f} s "
+                      f"-> {pt['live_policy_vs_best']:.3f}x (vs goodput {pt['live_policy_vs_goodput']:.3f}x); "
+                      f"sim {pt['sim_policy_vs_best']:.3f}x", flush=True)  # fmt: skip
+    finally:
+        ctx.close()
+
+    def agg(pts, side):
+        r = [p[f"{side}_policy_vs_best"] for p in pts]
+        g = [p[f"{side}_policy_vs_goodput"] for p in pts]
+        tot_pol = sum(p[side]["policy"]["mean_latency_s"] for p in pts)
+        tot_best = sum(p[side][p[f"{side}_best_analytical"]]["mean_latency_s"] for p in pts)
+        return {"mean_ratio_vs_best": statistics.fmean(r), "max_ratio_vs_best": max(r),
+                "geomean_ratio_vs_best": statistics.geometric_mean(r),
+                "sum_ratio_vs_best": tot_pol / tot_best, "mean_ratio_vs_goodput": statistics.fmean(g),
+                "points_at_most_1": sum(x <= 1.0 for x in r), "points": len(r)}  # fmt: skip
+
+    summary = {}
+    for scope in ["all", *dict.fromkeys(p["workload"] for p in points)]:
+        pts = points if scope == "all" else [p for p in points if p["workload"] == scope]
+        summary[scope] = {"live": agg(pts, "live"), "sim": agg(pts, "sim")}
+    s = summary["all"]["live"]
+    if args.sim_only:
+        print(json.dumps(summary, indent=1))
+        return 0
+    loads = [m.get("other_load_cores", 0.0) for p in points for m in p["live"].values()]
+    write_result("sim_to_real", {
+        "policy": str(Path(args.policy).resolve().relative_to(ROOT)),
+        "trained_on": "simulator only (profile cpu-tiny, envs/distributions/cpu-tiny-train.yaml)",
+        "controllers": ["policy", *ANALYTICAL],
+        "workloads": {w.name: {"scenario": str(Path(w.scenario).relative_to(ROOT)), "knob": w.knob,
+                               "values": list(w.values), "requests": w.requests} for w in chosen},
+        "target": "policy mean latency <= 1.00x the best analytical controller on the live engine",
+        "mean_ratio_vs_best": s["mean_ratio_vs_best"],
+        "max_ratio_vs_best": s["max_ratio_vs_best"],
+        "sum_ratio_vs_best": s["sum_ratio_vs_best"],
+        "mean_ratio_vs_goodput": s["mean_ratio_vs_goodput"],
+        "holds": s["mean_ratio_vs_best"] <= 1.0,
+        "holds_every_point": s["max_ratio_vs_best"] <= 1.0,
+        "summary": summary,
+        "other_load_cores_mean": statistics.fmean(loads) if loads else 0.0,
+        "rerun_log": ctx.log,
+        "sim_seeds": args.sim_seeds,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "points": points,
+    })  # fmt: skip
+    print(f"live: policy / best analytical mean latency = {s['mean_ratio_vs_best']:.3f}x on average, "
+          f"worst {s['max_ratio_vs_best']:.3f}x, {s['points_at_most_1']}/{s['points']} points <= 1.00x; "
+          f"vs goodput {s['mean_ratio_vs_goodput']:.3f}x")  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--timesteps", type=int, default=200_000)
+    t.add_argument("--run-dir", default=str(RUN_DIR))
+    t.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser("eval")
+    e.add_argument("--policy", default=str(RUN_DIR))
+    e.add_argument("--requests", type=int, default=40)
+    e.add_argument("--sim-seeds", type=int, default=3)
+    e.add_argument("--wait-quiet", type=float, default=None, metavar="CORES")
+    e.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
+    e.add_argument("--sim-only", action="store_true")
+    args = ap.parse_args(argv)
+    if args.cmd == "train":
+        train_policy(args.timesteps, Path(args.run_dir), args.seed)
+        return 0
+    RESULTS.mkdir(exist_ok=True)
+    return evaluate_live(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

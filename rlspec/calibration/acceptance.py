@@ -1,0 +1,132 @@
+"""Acceptance by draft position, measured on the live engine, as the simulator's model.
+
+vLLM counts, per verify step, the drafts proposed and accepted at each position j
+(position j is accepted only if 0..j-1 were). Summed over a run they give the marginal
+rate r_j = accepted_j / drafted_j = P(the first j+1 drafts are all accepted).
+
+The simulator draws a per-request acceptance probability a ~ Beta(m c, (1 - m) c) and
+accepts position j (given the earlier ones) with probability a d^j, so
+
+    r_j = E[a^(j+1)] d^(j(j+1)/2),    E[a^n] = prod_{i<n} (m c + i) / (c + i).
+
+`fit_acceptance` picks the mean m and position decay d (concentration c given) that
+reproduce the measured r_j, weighting each position by its drafted count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class PositionCounts:
+    drafted: list[int]
+    accepted: list[int]
+
+    @classmethod
+    def total(cls, pairs: Iterable[tuple[Sequence[int], Sequence[int]]]) -> PositionCounts:
+        """Sum (drafted_per_pos, accepted_per_pos) pairs of any lengths."""
+        d: list[int] = []
+        a: list[int] = []
+        for dp, ap in pairs:
+            for acc, new in ((d, dp), (a, ap)):
+                if len(acc) < len(new):
+                    acc.extend([0] * (len(new) - len(acc)))
+                for i, v in enumerate(new):
+                    acc[i] += int(v)
+        n = max(len(d), len(a))
+        return cls(d + [0] * (n - len(d)), a + [0] * (n - len(a)))
+
+    @property
+    def mean(self) -> float:
+        """accepted / drafted over every position (what `acceptance` means in reports)."""
+        return sum(self.accepted) / sum(self.drafted) if sum(self.drafted) else float("nan")
+
+    @property
+    def marginal(self) -> list[float]:
+        return [a / d if d else float("nan") for a, d in zip(self.accepted, self.drafted, strict=True)]
+
+    @property
+    def conditional(self) -> list[float]:
+        """P(position j accepted | 0..j-1 accepted)."""
+        r = self.marginal
+        return [r[0]] + [r[j] / r[j - 1] if r[j - 1] else float("nan") for j in range(1, len(r))]
+
+
+def marginal_rates(mean: float, decay: float, concentration: float, positions: int) -> np.ndarray:
+    """r_j of the simulator's acceptance model for j = 0..positions-1 (vectorised over
+    array-valued mean/decay)."""
+    m = np.asarray(mean, dtype=np.float64)
+    d = np.asarray(decay, dtype=np.float64)
+    c = float(concentration)
+    out = []
+    moment = np.ones_like(m * d)
+    for j in range(positions):
+        moment = moment * (m * c + j) / (c + j)  # E[a^(j+1)]
+        out.append(moment * d ** (j * (j + 1) / 2))
+    return np.stack(out, axis=-1)
+
+
+@dataclass(frozen=True)
+class AcceptanceFit:
+    mean: float  # the simulator's acceptance.mean
+    position_decay: float
+    concentration: float
+    measured: PositionCounts
+    predicted_marginal: tuple[float, ...]
+
+    @property
+    def max_abs_error(self) -> float:
+        return float(
+            max(abs(p - m) for p, m in zip(self.predicted_marginal, self.measured.marginal, strict=True))
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "mean": round(self.mean, 4),
+            "position_decay": round(self.position_decay, 4),
+            "concentration": self.concentration,
+            "measured_mean_accepted_over_drafted": round(self.measured.mean, 4),
+            "measured_marginal_by_position": [round(x, 4) for x in self.measured.marginal],
+            "measured_conditional_by_position": [round(x, 4) for x in self.measured.conditional],
+            "predicted_marginal_by_position": [round(x, 4) for x in self.predicted_marginal],
+            "drafted_by_position": self.measured.drafted,
+            "accepted_by_position": self.measured.accepted,
+        }
+
+
+def fit_acceptance(
+    counts: PositionCounts, concentration: float = 20.0, fit_decay: bool = True
+) -> AcceptanceFit:
+    """Least-squares (mean, position_decay) for the measured per-position rates."""
+    use = [j for j, d in enumerate(counts.drafted) if d > 0]
+    if not use or counts.drafted[0] == 0:
+        raise ValueError("no drafts were verified: measure with k >= 1")
+    n = use[-1] + 1
+    r = np.array(counts.marginal[:n])
+    w = np.array(counts.drafted[:n], dtype=np.float64)
+    w = np.where(np.isnan(r), 0.0, w)
+    r = np.nan_to_num(r)
+
+    def solve(m_grid: np.ndarray, d_grid: np.ndarray) -> tuple[float, float]:
+        mm, dd = np.meshgrid(m_grid, d_grid, indexing="ij")
+        pred = marginal_rates(mm, dd, concentration, n)
+        err = ((pred - r) ** 2 * w).sum(axis=-1)
+        i, j = np.unravel_index(int(np.argmin(err)), err.shape)
+        return float(m_grid[i]), float(d_grid[j])
+
+    d_lo = 0.3 if fit_decay else 1.0
+    m, d = solve(np.linspace(0.005, 0.995, 199), np.linspace(d_lo, 1.0, 141 if fit_decay else 1))
+    for step in (0.005, 0.0005):
+        m_grid = np.clip(np.linspace(m - 10 * step, m + 10 * step, 41), 1e-4, 1 - 1e-4)
+        d_grid = (
+            np.clip(np.linspace(d - 10 * step, d + 10 * step, 41), d_lo, 1.0)
+            if fit_decay
+            else np.array([1.0])
+        )
+        m, d = solve(m_grid, d_grid)
+    pred = marginal_rates(m, d, concentration, len(counts.drafted))
+    return AcceptanceFit(m, d, concentration, counts, tuple(float(x) for x in pred))

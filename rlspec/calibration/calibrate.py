@@ -1,0 +1,282 @@
+"""Measure -> fit -> profile: the pieces `rlspec calibrate` strings together."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rlspec.calibration.acceptance import AcceptanceFit, PositionCounts, fit_acceptance
+from rlspec.calibration.plan import (
+    MeasurementPlan,
+    RobustFit,
+    SampleSet,
+    default_plan,
+    predict,
+    robust_fit,
+    samples_from_records,
+)
+from rlspec.calibration.profile_writer import (
+    build_profile,
+    cpu_name,
+    host_memory_bytes,
+    memcpy_bandwidth,
+    model_profile_from_hf,
+)
+from rlspec.perf.fit import TERMS
+from rlspec.perf.profile import Profile
+
+if TYPE_CHECKING:
+    from rlspec.calibration.live import LiveMeasurement
+
+
+def measure_live_engine(
+    model: str,
+    draft_model: str,
+    *,
+    k_max: int = 4,
+    max_num_seqs: int = 16,
+    max_num_batched_tokens: int = 2048,
+    max_model_len: int = 2048,
+    gpu_memory_utilization: float = 0.3,
+    kv_cache_memory_bytes: int | None = None,
+    block_size: int | None = None,
+    dtype: str = "auto",
+    seed: int = 0,
+    plan: MeasurementPlan | None = None,
+    quick: bool = False,
+    repeats: int | None = None,
+    progress: bool = True,
+    quiet_threshold: float | None = None,
+    quiet_timeout_s: float = 60.0,
+    retries: int = 2,
+) -> LiveMeasurement:
+    """Start the live engine on the pair and run the measurement plan on it."""
+    import rlspec.engines.vllm as rv  # Intel OpenMP before vLLM
+    from rlspec.calibration.live import measure_live
+
+    cfg = rv.VLLMBackendConfig(
+        model=str(model),
+        draft_model=str(draft_model),
+        k_max=k_max,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_model_len=max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization,
+        kv_cache_memory_bytes=kv_cache_memory_bytes,
+        block_size=block_size,
+        dtype=dtype,
+        seed=seed,
+    )
+    plan = plan or default_plan(
+        k_max, max_num_seqs, max_num_batched_tokens, max_model_len, quick=quick, repeats=repeats
+    )
+    from rlspec.engines.vllm.backend import VLLMBackend
+
+    with VLLMBackend(cfg) as backend:
+        return measure_live(
+            backend,
+            plan,
+            progress=progress,
+            quiet_threshold=quiet_threshold,
+            quiet_timeout_s=quiet_timeout_s,
+            retries=retries,
+        )
+
+
+@dataclass
+class CalibrationResult:
+    profile: Profile
+    fit: RobustFit
+    sample_set: SampleSet
+    acceptance: AcceptanceFit
+    offload_s: float  # median measured
+    reload_s: float
+    host_bandwidth: float
+    measurement: Any  # LiveMeasurement
+
+    def per_term(self) -> list[dict[str, float]]:
+        r = self.fit.report
+        return [
+            {
+                "term": n,
+                "value": getattr(r.fitted, n),
+                "std_error": r.std_error[n],
+                "rel_error": r.rel_error[n],
+            }
+            for n in TERMS
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        m = self.measurement
+        return {
+            "profile": self.profile.name,
+            "samples": self.fit.report.samples,
+            "outliers_dropped": len(self.fit.outliers),
+            "records": len(m.records),
+            "records_dropped": self.sample_set.dropped,
+            "records_merged": self.sample_set.merged,
+            "fit_mape": self.fit.report.mape,
+            "first_fit_mape": self.fit.first.mape,
+            "terms": self.per_term(),
+            "acceptance": self.acceptance.as_dict(),
+            "offload_s_median": self.offload_s,
+            "reload_s_median": self.reload_s,
+            "transfers": len(m.transfers),
+            "host_bandwidth_bytes_s": self.host_bandwidth,
+            "engine": dataclasses.asdict(m.facts),
+            "measure_wall_s": m.wall_s,
+            "other_load_cores_mean": statistics.fmean(m.other_load) if m.other_load else 0.0,
+            "reruns": m.reruns,
+        }
+
+
+def fit_measurement(
+    measurement: LiveMeasurement,
+    target_dir: str | Path,
+    draft_dir: str | Path,
+    *,
+    name: str = "calibrated",
+    concentration: float = 20.0,
+    host_bandwidth: float | None = None,
+    clip: float = 4.0,
+) -> CalibrationResult:
+    """Fit the step-time coefficients and acceptance; build the profile (not written)."""
+    sset = samples_from_records(measurement.records)
+    fit = robust_fit(sset.samples, clip=clip)
+    counts = PositionCounts.total(
+        (r.drafted_per_pos, r.accepted_per_pos)
+        for r in measurement.records
+        if r.repeat >= 0 and r.drafted_per_pos
+    )
+    acc = fit_acceptance(counts, concentration=concentration)
+    offs = [s for k, s in measurement.transfers if k == "offload"]
+    rels = [s for k, s in measurement.transfers if k == "reload"]
+    off_s = statistics.median(offs) if offs else 0.0
+    rel_s = statistics.median(rels) if rels else 0.0
+    facts = measurement.facts
+    target = model_profile_from_hf(target_dir, dtype=facts.dtype)
+    draft = model_profile_from_hf(draft_dir, dtype=facts.dtype)
+    bw = host_bandwidth or memcpy_bandwidth()
+    r = fit.report
+    date = time.strftime("%Y-%m-%d")
+    terms = ", ".join(
+        f"{n} {getattr(r.fitted, n):.4g} +- {r.std_error[n]:.2g}" for n in TERMS
+    )
+    p0, p_rest = acc.measured.marginal[0], acc.measured.conditional[1:]
+    sources = {
+        "fitted": (
+            f"measured: least-squares fit (rlspec.perf.fit.fit_step_time) of {r.samples} live vLLM "
+            f"iterations ({facts.dtype}, block {facts.block_size}, {date}), batch 1-{facts.max_num_seqs}, "
+            f"k 0-{facts.k_max} and drafter offloaded, prefill chunks, contexts; "
+            f"{len(fit.outliers)} outliers dropped; fit MAPE {r.mape:.1%}; {terms}"
+        ),
+        "iteration_overhead_s": "0: per-iteration overhead is inside the fitted target_base_s",
+        "draft_pass_overhead_s": "0: per-pass launch cost is inside the fitted draft_base_s",
+        "offload_fixed_s": (
+            f"measured: the drafter transfer is charged at offload and at reload alike, so it is "
+            f"the mean of the median offload ({off_s * 1e3:.1f} ms, n={len(offs)}) and median reload "
+            f"({rel_s * 1e3:.1f} ms, n={len(rels)}, weights rebuilt by vLLM's loader) less the copy "
+            "time at host_link_bandwidth"
+        ),
+        "hardware.name": "measured: /proc/cpuinfo",
+        "hardware.peak_flops": (
+            "derived: 2 x target params / fitted target_per_token_s (effective FLOP/s of the "
+            "engine; not a datasheet peak; unused by the fitted step time)"
+        ),
+        "hardware.mem_bandwidth": (
+            "derived: target weight bytes / fitted target_base_s (effective; unused by the fitted "
+            "step time)"
+        ),
+        "hardware.host_link_bandwidth": "measured: host memory copy bandwidth (numpy copy, best of 5)",
+        "hardware.memory_bytes": "measured: host RAM (sysconf)",
+        "hardware.efficiency": "1.0: the derived figures above are already achieved rates",
+        "target": f"HF config.json of {Path(target_dir).name} (params from safetensors headers), dtype as vLLM ran it",
+        "draft": f"HF config.json of {Path(draft_dir).name} (params from safetensors headers), dtype as vLLM ran it",
+        "acceptance": (
+            f"measured (for scenarios, not used by the profile): accepted/drafted "
+            f"{acc.measured.mean:.3f}; P(pos 0) {p0:.3f}, then given earlier accepted "
+            + ", ".join(f"{x:.3f}" for x in p_rest)
+            + f"; as scenario acceptance: mean {acc.mean:.3f}, position_decay "
+            f"{acc.position_decay:.3f}, concentration {acc.concentration:g}"
+        ),
+        "acceptance.mean": f"{acc.mean:.4f}",
+        "acceptance.position_decay": f"{acc.position_decay:.4f}",
+        "acceptance.concentration": f"{acc.concentration:g}",
+        "acceptance.measured_mean": f"{acc.measured.mean:.4f}",
+        "kv_cache": (
+            f"live engine: block_size {facts.block_size}, {facts.num_gpu_blocks - 1} usable blocks "
+            f"({facts.kv_bytes_per_block} B each), drafter hold-back {facts.holdback_blocks} blocks; "
+            f"a matched simulator uses engine.block_size {facts.block_size} and num_kv_blocks "
+            f"{facts.num_gpu_blocks - 1}"
+        ),
+    }
+    profile = build_profile(
+        name,
+        target,
+        draft,
+        r.fitted,
+        transfer_s=(off_s + rel_s) / 2,
+        host_bandwidth=bw,
+        hardware_name=cpu_name(),
+        memory_bytes=host_memory_bytes(),
+        sources=sources,
+    )
+    return CalibrationResult(profile, fit, sset, acc, off_s, rel_s, bw, measurement)
+
+
+def format_report(res: CalibrationResult) -> str:
+    r = res.fit.report
+    lines = [
+        f"fit: {r.samples} iterations ({len(res.fit.outliers)} outliers dropped, "
+        f"{sum(res.sample_set.dropped.values())} records not usable: {res.sample_set.dropped}), "
+        f"MAPE {r.mape:.2%} (before outlier removal {res.fit.first.mape:.2%})",
+        "",
+        f"  {'term':<22}{'value':>14}{'std error':>14}{'rel error':>11}",
+    ]
+    for t in res.per_term():
+        lines.append(
+            f"  {t['term']:<22}{t['value']:>14.4e}{t['std_error']:>14.2e}{t['rel_error']:>10.1%}"
+        )
+    a = res.acceptance
+    lines += [
+        "",
+        f"acceptance: mean accepted/drafted {a.measured.mean:.3f} over {sum(a.measured.drafted)} drafts",
+        "  by position (marginal):    " + "  ".join(f"{x:.3f}" for x in a.measured.marginal),
+        "  by position (conditional): " + "  ".join(f"{x:.3f}" for x in a.measured.conditional),
+        f"  simulator model: mean {a.mean:.3f}, position_decay {a.position_decay:.3f}, "
+        f"concentration {a.concentration:g} -> marginal "
+        + "  ".join(f"{x:.3f}" for x in a.predicted_marginal),
+        "",
+        f"drafter transfer: offload {res.offload_s * 1e3:.1f} ms, reload {res.reload_s * 1e3:.1f} ms "
+        f"(medians of {len(res.measurement.transfers)}); host copy bandwidth "
+        f"{res.host_bandwidth / 1e9:.1f} GB/s",
+    ]
+    by_kind = _error_by_kind(res)
+    if by_kind:
+        lines += ["", "fit error by iteration kind (mean |error| / measured):"]
+        lines += [f"  {k:<28}{v[0]:>7.1%}  (n={v[1]})" for k, v in by_kind.items()]
+    return "\n".join(lines)
+
+
+def _error_by_kind(res: CalibrationResult) -> dict[str, tuple[float, int]]:
+    import numpy as np
+
+    s = res.fit.kept
+    if not s:
+        return {}
+    pred = predict(res.fit.report, s)
+    y = np.array([x.step_time_s for x in s])
+    err = np.abs(pred - y) / y
+    kinds: dict[str, list[float]] = {}
+    for x, e in zip(s, err, strict=True):
+        if not x.drafter_resident:
+            key = "offloaded"
+        else:
+            key = f"resident k={x.k}"
+        key += " + prefill" if x.prefill_tokens else ""
+        kinds.setdefault(key, []).append(float(e))
+    return {k: (float(np.mean(v)), len(v)) for k, v in sorted(kinds.items())}

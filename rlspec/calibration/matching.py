@@ -1,0 +1,132 @@
+"""The simulated twin of a live scenario, and episodes that also count acceptance.
+
+A fidelity comparison is only fair if the simulator serves the same thing the live
+engine does: the same requests (both take them from `scenario.requests(seed)`), the same
+engine limits (`engine:` drives both), the same KV capacity in tokens (the live pool's
+block size and block count, measured by calibration, replace the simulated GPU's), the
+acceptance measured on the live pair, and the calibrated profile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rlspec.control.action import Action
+from rlspec.control.base import Controller
+from rlspec.engines.base import Backend
+from rlspec.engines.snapshot import RequestRecord, Snapshot
+from rlspec.evaluate import run_episode
+from rlspec.metrics import EpisodeMetrics
+from rlspec.perf.acceptance import AcceptanceConfig
+from rlspec.perf.profile import Profile
+from rlspec.scenario import Scenario
+from rlspec.workload.request import Request
+
+
+def matched_scenario(
+    scenario: Scenario,
+    *,
+    block_size: int,
+    num_kv_blocks: int,
+    acceptance: AcceptanceConfig | None = None,
+    profile: str | Path | None = None,
+) -> Scenario:
+    """`scenario` with the live engine's KV pool (block size, usable blocks incl. the
+    drafter's hold-back), the measured acceptance and the calibrated profile. The live
+    backend ignores `engine.block_size` / `num_kv_blocks` (vLLM sizes its own pool), so
+    one scenario object drives both backends."""
+    engine = dataclasses.replace(scenario.engine, block_size=block_size, num_kv_blocks=num_kv_blocks)
+    changes: dict[str, Any] = {"engine": engine}
+    if acceptance is not None:
+        changes["acceptance"] = acceptance
+    if profile is not None:
+        changes["profile"] = str(Path(profile).resolve()) if Path(profile).suffix else str(profile)
+    return scenario.replace(**changes)
+
+
+def measured_acceptance(profile: Profile) -> AcceptanceConfig | None:
+    """The acceptance `rlspec calibrate` measured on the live pair (kept in the profile's
+    `sources` as `acceptance.mean`, `.position_decay`, `.concentration`), as a scenario's
+    acceptance; None for a profile that was not calibrated."""
+    src = profile.sources
+    try:
+        return AcceptanceConfig(
+            mean=float(src["acceptance.mean"]),
+            position_decay=float(src.get("acceptance.position_decay", 1.0)),
+            concentration=float(src.get("acceptance.concentration", 20.0)),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+class Tally(Backend):
+    """Wraps a backend and sums what episode metrics leave out: drafts proposed and
+    accepted (by position), busy time, iterations."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.k_max = inner.k_max
+        self.reset()
+
+    def reset(self) -> None:
+        self.drafted = 0
+        self.accepted = 0
+        self.iterations = 0
+        self.busy_s = 0.0
+        self.tokens = 0
+
+    def __getattr__(self, name: str) -> Any:  # e.g. the simulator's `cost`
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def start(self, requests: Sequence[Request]) -> Snapshot:
+        self.reset()
+        return self.inner.start(requests)
+
+    def set_action(self, action: Action) -> None:
+        self.inner.set_action(action)
+
+    def step(self) -> Snapshot:
+        s = self.inner.step()
+        self.drafted += s.num_drafted
+        self.accepted += s.num_accepted
+        if s.num_scheduled_tokens:
+            self.iterations += 1
+            self.busy_s += s.step_time_s
+            self.tokens += s.num_scheduled_tokens
+        return s
+
+    @property
+    def finished(self) -> bool:
+        return self.inner.finished
+
+    def records(self) -> list[RequestRecord]:
+        return self.inner.records()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    @property
+    def acceptance(self) -> float | None:
+        return self.accepted / self.drafted if self.drafted else None
+
+
+def tallied_episode(
+    backend: Backend, controller: Controller, requests: Sequence[Request], scenario: Scenario
+) -> tuple[EpisodeMetrics, dict[str, Any]]:
+    """`run_episode` plus acceptance, busy time and iterations of the episode."""
+    tally = backend if isinstance(backend, Tally) else Tally(backend)
+    m = run_episode(tally, controller, requests, scenario)
+    extra = {
+        "acceptance": tally.acceptance,
+        "drafted": tally.drafted,
+        "accepted": tally.accepted,
+        "iterations": tally.iterations,
+        "busy_s": tally.busy_s,
+        "mean_step_s": tally.busy_s / tally.iterations if tally.iterations else None,
+    }
+    return m, extra

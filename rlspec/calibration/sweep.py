@@ -1,0 +1,173 @@
+"""Live-vs-simulated sweeps over request rates (bench/fidelity.py, bench/sim_to_real.py).
+
+One live engine serves every point; each point is a matched scenario (`matching.py`), so
+the live engine and the simulator get the same requests, engine limits and KV capacity.
+On a shared machine each live episode can wait for the CPU to be quiet and is re-run if
+another process took more than `quiet` cores meanwhile; the load is recorded either way.
+The simulator's answer is the mean over a few engine seeds (its acceptance draws are
+random); the live engine gives one sample per point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlspec.calibration.matching import matched_scenario, measured_acceptance, tallied_episode
+from rlspec.control.registry import BaselinesConfig, make_controller
+from rlspec.engines.factory import make_backend
+from rlspec.perf.acceptance import AcceptanceConfig
+from rlspec.scenario import Scenario, load_scenario
+
+METRICS = ("mean_latency_s", "p50_latency_s", "p99_latency_s", "ttft_p50_s", "tpot_p50_s",
+           "throughput_tok_s", "slo_attainment", "completed", "preemptions", "mean_k",
+           "offload_frac")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A live scenario swept over a load knob: `rate` (poisson/gamma, via
+    `Scenario.with_rate`) or `rate_scale` (trace replay)."""
+
+    name: str
+    scenario: str  # path of the live scenario YAML
+    knob: str  # "rate" | "rate_scale"
+    values: tuple[float, ...]
+    requests: int = 40  # per episode: poisson duration = requests / rate; trace: max_requests
+
+    def variant(self, value: float) -> Scenario:
+        base = load_scenario(self.scenario)
+        w = base.workload
+        if self.knob == "rate":
+            s = base.with_rate(value)
+            return s.replace(workload=dataclasses.replace(s.workload, duration_s=self.requests / value))
+        if self.knob == "rate_scale":
+            return base.replace(
+                workload=dataclasses.replace(w, rate_scale=value, max_requests=self.requests)
+            )
+        raise ValueError(f"unknown knob {self.knob!r}")
+
+
+@dataclass
+class SweepContext:
+    """The live engine and what makes a scenario match it."""
+
+    profile: Path
+    block_size: int
+    num_kv_blocks: int
+    acceptance: AcceptanceConfig | None
+    live: Any = None  # VLLMBackend (None: simulation only)
+    quiet: float | None = None  # CPU cores others may use during a live episode
+    quiet_timeout_s: float = 120.0
+    retries: int = 2
+    sim_seeds: int = 5
+    baselines: BaselinesConfig | None = None
+    log: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, scenario: Scenario, profile: str | Path, live: bool = True, **kw: Any) -> SweepContext:
+        """Start the live engine of `scenario` (if `live`) and read its KV pool."""
+        from rlspec.perf.profile import load_profile
+
+        prof = load_profile(profile)
+        acc = measured_acceptance(prof)
+        if not live:
+            return cls(Path(profile).resolve(), kw.pop("block_size", 128),
+                       kw.pop("num_kv_blocks", 232), acc, None, **kw)  # fmt: skip
+        backend = make_backend(scenario, "vllm")
+        from rlspec.calibration.live import engine_facts
+
+        facts = engine_facts(backend)
+        return cls(Path(profile).resolve(), facts.block_size, facts.usable_blocks, acc, backend, **kw)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
+            self.live = None
+
+    def match(self, scenario: Scenario) -> Scenario:
+        return matched_scenario(
+            scenario,
+            block_size=self.block_size,
+            num_kv_blocks=self.num_kv_blocks,
+            acceptance=self.acceptance,
+            profile=self.profile,
+        )
+
+    def run_live(self, scenario: Scenario, controller: str, seed: int | None = None) -> dict[str, Any]:
+        from rlspec.calibration.quiet import OtherLoad, wait_quiet
+
+        seed = scenario.seed if seed is None else seed
+        requests = scenario.requests(seed)
+        for attempt in range(self.retries + 1):
+            waited = wait_quiet(self.quiet, self.quiet_timeout_s) if self.quiet is not None else 0.0
+            t0 = time.perf_counter()
+            with OtherLoad() as load:
+                m, extra = tallied_episode(
+                    self.live, make_controller(controller, self.baselines), requests, scenario
+                )
+            if self.quiet is None or load.cores <= self.quiet or attempt == self.retries:
+                break
+            self.log.append(f"re-run {scenario.name} {controller}: others used {load.cores:.2f} cores")
+        return {**_metrics(m), **extra, "other_load_cores": round(load.cores, 3),
+                "attempts": attempt + 1, "waited_s": round(waited, 1),
+                "wall_s": round(time.perf_counter() - t0, 2)}  # fmt: skip
+
+    def run_sim(self, scenario: Scenario, controller: str, seed: int | None = None) -> dict[str, Any]:
+        seed = scenario.seed if seed is None else seed
+        requests = scenario.requests(seed)
+        runs = []
+        for i in range(self.sim_seeds):
+            backend = make_backend(scenario, "sim", seed=seed + 7919 * i)
+            try:
+                runs.append(tallied_episode(backend, make_controller(controller, self.baselines),
+                                            requests, scenario))  # fmt: skip
+            finally:
+                backend.close()
+        out: dict[str, Any] = {}
+        for key in METRICS:
+            vals = [getattr(m, key) for m, _ in runs]
+            out[key] = _finite_mean(vals)
+        drafted = sum(e["drafted"] for _, e in runs)
+        accepted = sum(e["accepted"] for _, e in runs)
+        out["acceptance"] = accepted / drafted if drafted else None
+        out["drafted"], out["accepted"] = drafted, accepted
+        out["iterations"] = statistics.fmean(e["iterations"] for _, e in runs)
+        out["busy_s"] = statistics.fmean(e["busy_s"] for _, e in runs)
+        steps = [e["mean_step_s"] for _, e in runs if e["mean_step_s"]]
+        out["mean_step_s"] = statistics.fmean(steps) if steps else None
+        out["mean_latency_s_spread"] = (
+            statistics.pstdev(m.mean_latency_s for m, _ in runs) if len(runs) > 1 else 0.0
+        )
+        out["seeds"] = self.sim_seeds
+        return out
+
+
+def _metrics(m: Any) -> dict[str, Any]:
+    d = m.as_dict()
+    return {k: d[k] for k in METRICS}
+
+
+def _finite_mean(vals: Sequence[float]) -> float:
+    good = [float(v) for v in vals if v is not None and not math.isnan(float(v))]
+    return statistics.fmean(good) if good else float("nan")
+
+
+def rel_err(sim: float | None, live: float | None) -> float | None:
+    if sim is None or live is None or not live or math.isnan(sim) or math.isnan(live):
+        return None
+    return abs(sim - live) / abs(live)
+
+
+def offered_rate(scenario: Scenario, seed: int | None = None) -> float:
+    """Requests per second the workload offers (arrivals / span of arrivals)."""
+    reqs = scenario.requests(scenario.seed if seed is None else seed)
+    if len(reqs) < 2 or reqs[-1].arrival_s <= 0:
+        return float("nan")
+    return (len(reqs) - 1) / reqs[-1].arrival_s

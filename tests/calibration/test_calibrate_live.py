@@ -1,0 +1,56 @@
+"""`rlspec calibrate` end to end on the live engine with the small test pair (vLLM needed)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+import rlspec.engines.vllm  # noqa: F401  (Intel OpenMP before vLLM)
+
+pytest.importorskip("vllm")
+
+from rlspec.calibration.cli import add_arguments, run  # noqa: E402
+from rlspec.perf.fit import TERMS  # noqa: E402
+from rlspec.perf.profile import load_profile  # noqa: E402
+from rlspec.perf.step_time import StepTimeModel  # noqa: E402
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="module")
+def test_pair(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from rlspec.engines.tiny_models import TEST_SPEC, build_from_spec
+
+    out = tmp_path_factory.mktemp("calib_pair")
+    target, draft = build_from_spec(out, TEST_SPEC)
+    return str(target), str(draft)
+
+
+def test_quick_calibration_writes_a_loadable_profile(test_pair, tmp_path, capsys):
+    target, draft = test_pair
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    out = tmp_path / "cpu-test.yaml"
+    args = p.parse_args([
+        "--backend", "vllm", "--model", target, "--draft-model", draft, "--out", str(out),
+        "--quick", "--max-num-seqs", "4", "--max-num-batched-tokens", "512",
+        "--max-model-len", "512", "--kv-cache-memory-bytes", str(24 << 20), "--block-size", "32",
+        "--dtype", "float32", "--no-progress", "--save-measurements", str(tmp_path / "m.json"),
+    ])  # fmt: skip
+    assert run(args) == 0
+    text = capsys.readouterr().out
+    assert all(t in text for t in TERMS) and "acceptance: mean accepted/drafted" in text
+    prof = load_profile(out)
+    assert prof.kind == "fitted" and prof.iteration_overhead_s == 0.0
+    assert prof.target.layers == 4 and prof.draft.layers == 1 and prof.target.dtype_bytes == 4
+    assert "measured" in prof.sources["fitted"]
+    acc = float(prof.sources["acceptance.measured_mean"])
+    assert 0.05 < acc < 0.95
+    cost = StepTimeModel(prof)
+    # Speculating costs time; a bigger batch costs more than a small one.
+    assert cost.iteration(4, 3, 0, 400, True) > cost.iteration(4, 0, 0, 400, False)
+    assert cost.iteration(4, 0, 0, 400, True) >= cost.iteration(1, 0, 0, 100, True)
+    assert cost.transfer_s > 0
+    assert (tmp_path / "m.json").is_file()

@@ -1,0 +1,157 @@
+"""Profile writing and loading, the saved-measurement round trip and `rlspec calibrate
+--from-measurements`, all without vLLM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+
+import pytest
+
+from rlspec.calibration.calibrate import fit_measurement
+from rlspec.calibration.cli import add_arguments, run
+from rlspec.calibration.live import EngineFacts, LiveMeasurement
+from rlspec.calibration.matching import Tally, matched_scenario, measured_acceptance
+from rlspec.calibration.profile_writer import (
+    build_profile,
+    model_profile_from_hf,
+    safetensors_param_count,
+    write_profile,
+)
+from rlspec.evaluate import evaluate
+from rlspec.perf.fit import TERMS
+from rlspec.perf.profile import load_profile
+from rlspec.perf.step_time import StepTimeModel
+from rlspec.scenario import load_scenario
+from rlspec.sim.kv import BlockPool
+from rlspec.sim.simulator import Simulator
+from tests.calibration.test_plan_and_samples import TRUTH, synthetic_records
+
+
+def fake_hf(path, layers: int, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+            vocab: int = 128, dtype: str = "bfloat16"):  # fmt: skip
+    path.mkdir(parents=True)
+    cfg = {
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": 4 * hidden,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "num_hidden_layers": layers,
+        "vocab_size": vocab,
+        "torch_dtype": dtype,
+    }
+    (path / "config.json").write_text(json.dumps(cfg))
+    shapes = {"embed": [vocab, hidden], "head": [vocab, hidden],
+              **{f"l{i}": [hidden, hidden] for i in range(layers)}}  # fmt: skip
+    header, off = {}, 0
+    for name, shape in shapes.items():
+        n = shape[0] * shape[1] * 2
+        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [off, off + n]}
+        off += n
+    raw = json.dumps(header).encode()
+    (path / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(off))
+    return path, sum(a * b for a, b in shapes.values())
+
+
+def test_model_profile_from_hf_config(tmp_path):
+    d, n = fake_hf(tmp_path / "t", layers=3)
+    assert safetensors_param_count(d) == n
+    m = model_profile_from_hf(d)
+    assert (m.params, m.layers, m.kv_heads, m.head_dim, m.dtype_bytes) == (n, 3, 2, 16, 2)
+    assert model_profile_from_hf(d, dtype="float32").dtype_bytes == 4
+
+
+def test_profile_round_trip_is_usable_everywhere(tmp_path):
+    t, _ = fake_hf(tmp_path / "t", layers=4)
+    dr, _ = fake_hf(tmp_path / "d", layers=1)
+    prof = build_profile("unit-cpu", model_profile_from_hf(t), model_profile_from_hf(dr), TRUTH,
+                         transfer_s=0.03, host_bandwidth=10e9, sources={"fitted": "synthetic"})  # fmt: skip
+    path = write_profile(tmp_path / "unit-cpu.yaml", prof, header="a test profile")
+    assert path.read_text().startswith("# a test profile\n")
+    loaded = load_profile(path)
+    assert loaded == prof and loaded.kind == "fitted" and loaded.iteration_overhead_s == 0.0
+    cost = StepTimeModel(loaded)
+    assert cost.transfer_s == pytest.approx(0.03)
+    f = TRUTH
+    want = (f.target_base_s + f.target_per_token_s * 13 + f.target_per_context_s * 500
+            + 2 * f.draft_base_s + f.draft_per_token_s * (13 + 4) + 2 * f.draft_per_context_s * 500)  # fmt: skip
+    assert cost.iteration(4, 2, 1, 500, True) == pytest.approx(want)
+    # A scenario names it by path and the simulator runs on it.
+    sc = load_scenario("envs/live/tiny-poisson.yaml").replace(profile=str(path), base_dir="")
+    res = evaluate(sc.shortened(5.0), ["static:0", "static:3", "goodput"])
+    assert all(m.completed == m.arrived > 0 for m in res.values())
+
+
+def test_measurement_round_trip_and_fit(tmp_path, h100):
+    facts = EngineFacts(128, 233, 5, 8912896, "bfloat16", 9.0, 4, 16, 2048, 2048)
+    recs = synthetic_records(h100, noise=0.002, spikes=0.0)
+    m = LiveMeasurement(recs, [("offload", 0.01), ("reload", 0.05), ("reload", 0.07)], facts, 12.0,
+                        other_load=[0.0], reruns=0)  # fmt: skip
+    back = LiveMeasurement.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert back.records == m.records and back.facts == facts and back.transfers == m.transfers
+    t, _ = fake_hf(tmp_path / "t", layers=4)
+    dr, _ = fake_hf(tmp_path / "d", layers=1)
+    # Synthetic records carry no drafts; give one step per-position counts.
+    recs[-5] = recs[-5].__class__(**{**recs[-5].__dict__, "drafted_per_pos": (10, 10),
+                                     "accepted_per_pos": (6, 3)})  # fmt: skip
+    m.records = recs
+    res = fit_measurement(m, t, dr, name="x", host_bandwidth=10e9)
+    for name in TERMS:
+        assert getattr(res.profile.fitted, name) == pytest.approx(getattr(TRUTH, name), rel=0.05)
+    assert (res.offload_s, res.reload_s) == pytest.approx((0.01, 0.06))
+    assert StepTimeModel(res.profile).transfer_s == pytest.approx(0.035)
+    acc = measured_acceptance(res.profile)
+    assert acc is not None and acc.mean == pytest.approx(res.acceptance.mean, abs=1e-4)
+
+
+def test_cli_refits_saved_measurements(tmp_path, h100, capsys):
+    facts = EngineFacts(128, 233, 5, 8912896, "bfloat16", 9.0, 4, 16, 2048, 2048)
+    recs = synthetic_records(h100, noise=0.002, spikes=0.02)
+    recs.append(recs[0].__class__(**{**recs[-1].__dict__, "repeat": 0, "drafted_per_pos": (8, 8, 8),
+                                    "accepted_per_pos": (5, 3, 1)}))  # fmt: skip
+    saved = tmp_path / "m.json"
+    saved.write_text(json.dumps(LiveMeasurement(recs, [("offload", 0.01), ("reload", 0.05)], facts, 1.0).to_dict()))
+    t, _ = fake_hf(tmp_path / "t", layers=4)
+    dr, _ = fake_hf(tmp_path / "d", layers=1)
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    out = tmp_path / "prof" / "cpu-unit.yaml"
+    args = p.parse_args(["--model", str(t), "--draft-model", str(dr), "--from-measurements", str(saved),
+                         "--out", str(out), "--json", str(tmp_path / "r.json")])  # fmt: skip
+    assert run(args) == 0
+    text = capsys.readouterr().out
+    for name in TERMS:
+        assert name in text
+    assert "acceptance: mean accepted/drafted" in text
+    prof = load_profile(out)
+    assert prof.name == "cpu-unit" and prof.kind == "fitted"
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {t["term"] for t in report["terms"]} == set(TERMS)
+
+
+def test_matched_scenario_has_the_live_kv_capacity_and_acceptance(tmp_path):
+    t, _ = fake_hf(tmp_path / "t", layers=16, hidden=1024, heads=16, kv_heads=16)
+    dr, _ = fake_hf(tmp_path / "d", layers=1, hidden=1024, heads=16, kv_heads=16)
+    prof = build_profile("m", model_profile_from_hf(t), model_profile_from_hf(dr), TRUTH,
+                         transfer_s=0.03, host_bandwidth=10e9,
+                         sources={"acceptance.mean": "0.52", "acceptance.position_decay": "0.95"})  # fmt: skip
+    path = write_profile(tmp_path / "m.yaml", prof)
+    live = load_scenario("envs/live/tiny-poisson.yaml")
+    acc = measured_acceptance(load_profile(path))
+    assert (acc.mean, acc.position_decay, acc.concentration) == (0.52, 0.95, 20.0)
+    sc = matched_scenario(live, block_size=128, num_kv_blocks=232, acceptance=acc, profile=path)
+    assert sc.requests() == live.requests()  # same requests
+    assert (sc.engine.max_num_seqs, sc.engine.max_num_batched_tokens) == (16, 2048)
+    pool = BlockPool.for_profile(sc.load_profile(), sc.engine)
+    assert pool.total_blocks * sc.engine.block_size == 232 * 128  # same KV tokens as live
+    sim = Tally(Simulator(sc.load_profile(), sc.engine, sc.acceptance, seed=0))
+    assert sim.cost is sim.inner.cost  # controllers see the simulator's cost model
+    sim.start(sc.shortened(3.0).requests())
+    from rlspec.control.action import Action
+
+    sim.set_action(Action(k=3))
+    while not sim.finished:
+        sim.step()
+    assert sim.drafted > 0 and 0.2 < sim.acceptance < 0.5
