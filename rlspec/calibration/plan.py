@@ -7,8 +7,9 @@ A measurement plan is a list of probes. A probe is a small episode the live back
   `k=0` for 5 steps, `k=1` for 5, ... `k=k_max` for 5, then the drafter offloaded for 5.
   Batch sizes x prompt lengths span batch, draft length, drafter placement and context;
   the prefill steps span prefill chunks.
-* **stream probes**: requests of mixed lengths arrive one by one at a fixed static k, so
-  prefill chunks land in running decode batches (the mixed iterations real workloads have).
+* **stream probes**: requests of mixed lengths arrive one by one at a fixed static k (or
+  with the drafter offloaded), so prefill chunks land in running decode batches (the mixed
+  iterations real workloads have).
 
 Every iteration the backend runs becomes a `StepRecord` (what was scheduled, the cached
 tokens the batch attended, the measured time, the drafts verified by position). Records
@@ -129,14 +130,14 @@ def default_plan(
             if b * p > max_prefill and b > 1:
                 continue
             probes.append(Probe(f"grid-b{b}-p{p}", b, p, out_len, schedule))
-    stream_k = [0, k_max // 2, k_max] if not quick else [0, k_max]
+    stream_k = [0, k_max // 2, k_max, OFF] if not quick else [0, k_max]
     n_stream = 8 if quick else 24
-    longest = min(1024 if not quick else 128, max_model_len - 96)
+    longest = min(1536 if not quick else 128, max_model_len - 96)
     for i, k in enumerate(stream_k):
         for spacing in ((0.02,) if quick else (0.05, 0.15)):
             probes.append(
                 Probe(
-                    f"stream-k{k}-s{spacing:g}",
+                    f"stream-{'off' if k == OFF else f'k{k}'}-s{spacing:g}",
                     n_stream,
                     longest,
                     64 if not quick else 16,

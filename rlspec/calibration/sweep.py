@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlspec.calibration.matching import matched_scenario, measured_acceptance, tallied_episode
+from rlspec.calibration.matching import Tally, matched_scenario, measured_acceptance, tallied_episode
 from rlspec.control.registry import BaselinesConfig, make_controller
 from rlspec.engines.factory import make_backend
 from rlspec.perf.acceptance import AcceptanceConfig
@@ -65,7 +65,7 @@ class SweepContext:
     live: Any = None  # VLLMBackend (None: simulation only)
     quiet: float | None = None  # CPU cores others may use during a live episode
     quiet_timeout_s: float = 120.0
-    retries: int = 2
+    retries: int = 6
     sim_seeds: int = 5
     baselines: BaselinesConfig | None = None
     log: list[str] = field(default_factory=list)
@@ -101,18 +101,30 @@ class SweepContext:
         )
 
     def run_live(self, scenario: Scenario, controller: str, seed: int | None = None) -> dict[str, Any]:
+        """One live episode. With `quiet` set: wait for a quiet CPU first, abort the episode
+        as soon as another process takes more than `2 * quiet + 0.2` cores over a 2-s
+        window, and re-run it if others used more than `quiet` cores on average (up to
+        `retries` times; the last try is kept either way, its load recorded)."""
         from rlspec.calibration.quiet import OtherLoad, wait_quiet
 
         seed = scenario.seed if seed is None else seed
         requests = scenario.requests(seed)
+        waited = 0.0
         for attempt in range(self.retries + 1):
-            waited = wait_quiet(self.quiet, self.quiet_timeout_s) if self.quiet is not None else 0.0
+            if self.quiet is not None:
+                waited += wait_quiet(self.quiet, self.quiet_timeout_s)
             t0 = time.perf_counter()
-            with OtherLoad() as load:
-                m, extra = tallied_episode(
-                    self.live, make_controller(controller, self.baselines), requests, scenario
-                )
-            if self.quiet is None or load.cores <= self.quiet or attempt == self.retries:
+            last = attempt == self.retries
+            guard = Guard(self.live, None if (self.quiet is None or last) else 2 * self.quiet + 0.2)
+            try:
+                with OtherLoad() as load:
+                    m, extra = tallied_episode(
+                        guard, make_controller(controller, self.baselines), requests, scenario
+                    )
+            except Disturbed as exc:
+                self.log.append(f"aborted {scenario.name} {controller}: {exc}")
+                continue
+            if self.quiet is None or load.cores <= self.quiet or last:
                 break
             self.log.append(f"re-run {scenario.name} {controller}: others used {load.cores:.2f} cores")
         return {**_metrics(m), **extra, "other_load_cores": round(load.cores, 3),
@@ -147,6 +159,41 @@ class SweepContext:
         )
         out["seeds"] = self.sim_seeds
         return out
+
+
+class Disturbed(RuntimeError):
+    """Another process took the CPU during a live episode."""
+
+
+class Guard(Tally):
+    """A Tally that aborts the episode when other processes use more than `limit` cores
+    over a 2-s window (checked between steps)."""
+
+    def __init__(self, inner: Any, limit: float | None, window_s: float = 2.0) -> None:
+        super().__init__(inner)
+        self.limit = limit
+        self.window_s = window_s
+        self._win: Any = None
+        self._t = 0.0
+
+    def start(self, requests: Any) -> Any:
+        from rlspec.calibration.quiet import OtherLoad
+
+        snap = super().start(requests)
+        if self.limit is not None:
+            self._win = OtherLoad().__enter__()
+            self._t = time.monotonic()
+        return snap
+
+    def step(self) -> Any:
+        s = super().step()
+        if self._win is not None and time.monotonic() - self._t >= self.window_s:
+            self._win.__exit__()
+            if self._win.cores > self.limit:
+                raise Disturbed(f"others used {self._win.cores:.2f} cores over {self._win.wall_s:.1f} s")
+            self._win.__enter__()
+            self._t = time.monotonic()
+        return s
 
 
 def _metrics(m: Any) -> dict[str, Any]:

@@ -72,10 +72,6 @@ class StepTimeModel:
                 t += (k - 1) * self.draft_pass(decode_reqs, context)
         return t
 
-    def drafter_refill(self, context: int) -> float:
-        """Re-filling the drafter's KV for `context` in-flight tokens after a reload."""
-        return self.draft_pass(context, 0) if context else 0.0
-
     def decode_step(self, batch: int, k: int, context_per_req: float, resident: bool) -> float:
         """Step time of a pure-decode iteration: what analytical controllers optimise."""
         return self.iteration(batch, k, 0, int(batch * context_per_req), resident)

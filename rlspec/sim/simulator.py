@@ -13,6 +13,11 @@ Token accounting follows vLLM: a decoding request holds `prompt + generated - 1`
 KV (the last sampled token is the next step's input). A decode step schedules 1 + k tokens,
 accepts `a <= k` drafts and emits `a + 1` tokens. A (re)prefill covers `prompt + generated`
 tokens and samples one token when it completes.
+
+Drafter refill follows the live backend (notes/vllm.md section 5): while the drafter is away
+it skips every token, so each request remembers the first KV position computed without it
+(`stale`); on reload every running request is rewound to that position and the tokens
+since are recomputed as a prefill through target and drafter, under the token budget.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class Simulator(Backend):
         self.first_token = np.full(n, np.nan)
         self.finish = np.full(n, np.nan)
         self.preempted = np.zeros(n, dtype=np.int64)
+        # First KV position computed while the drafter was away (-1: drafter KV current).
+        self.stale = np.full(n, -1, dtype=np.int64)
         self.acc_prob = np.zeros(n, dtype=np.float64)  # drawn on arrival (drift is by time)
 
         self.kv = BlockPool.for_profile(self.profile, self.engine)
@@ -95,6 +102,7 @@ class Simulator(Backend):
         self._u_pos = 0
         self._episode += 1
         self.iterations = 0
+        self.refill_tokens = 0  # tokens rewound for drafter-KV refill this episode
         self._arrive_until(0.0)
         return self._snapshot(0.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, (), ())
 
@@ -139,12 +147,13 @@ class Simulator(Backend):
         for rid, chunk in zip(pre, pre_chunks, strict=True):
             context += int(self.computed[rid])
             prefill_tokens += chunk
+        # The reload step runs the drafter again (over the re-filled tokens, no drafts yet).
+        drafter_runs = resident or transition is DrafterState.LOADING
+        if not drafter_runs:
+            self._mark_stale(dec, pre)
 
         busy = n_dec or prefill_tokens
-        step = self.cost.iteration(n_dec, k, prefill_tokens, context, resident) if busy else 0.0
-        if transition is DrafterState.LOADING:
-            # The drafter skipped every token while away: its KV must be rebuilt.
-            step += self.cost.drafter_refill(int(self.computed[self.running].sum()))
+        step = self.cost.iteration(n_dec, k, prefill_tokens, context, drafter_runs) if busy else 0.0
         step += stall
         t0 = self.clock
         t1 = t0 + step
@@ -244,8 +253,31 @@ class Simulator(Backend):
             if self.kv.free < need:
                 return None  # cannot happen: with nothing running every block is free
             self.kv.drafter_resident = True
+            self._rewind_stale()
             return DrafterState.LOADING
         return None
+
+    def _mark_stale(self, dec: np.ndarray, pre: list[int]) -> None:
+        """Tokens computed now skip the drafter: remember where each request's went stale."""
+        ids = np.concatenate([np.asarray(dec, dtype=np.int64), np.asarray(pre, dtype=np.int64)])
+        if len(ids):
+            fresh = ids[self.stale[ids] < 0]
+            self.stale[fresh] = self.computed[fresh]
+
+    def _rewind_stale(self) -> None:
+        """On reload, like the live backend: every running request whose drafter KV went
+        stale is rewound to that position, and the tokens since are recomputed (a prefill
+        through target and drafter, under the token budget) from this step on."""
+        for rid in self.running:
+            s = int(self.stale[rid])
+            if 0 <= s < self.computed[rid]:
+                target = self.prompt[rid] + self.generated[rid]
+                if self.generated[rid] and self.computed[rid] + 1 == target:
+                    self.prefilling += 1  # was decoding, prefills again
+                self.refill_tokens += int(self.computed[rid]) - s
+                self.computed[rid] = s
+        self.stale[:] = -1
+        self._run_arr = None
 
     def _schedule(self, k: int) -> tuple[np.ndarray, list[int], list[int], int]:
         """vLLM V1 order: running requests first, then admit waiting ones under the budget.
@@ -343,6 +375,7 @@ class Simulator(Backend):
         self.kv.used_blocks -= int(self.blocks[rid])
         self.blocks[rid] = 0
         self.computed[rid] = 0
+        self.stale[rid] = -1  # recomputed from scratch
         self.preempted[rid] += 1
         self.waiting.appendleft(rid)
 
