@@ -213,6 +213,82 @@ def serve_bench(d: dict) -> list[str]:
     return [*out, ""]
 
 
+def fidelity(d: dict) -> list[str]:
+    s = d["summary"]
+    t = d["targets"]
+    per_episode = ", ".join(f"{w}: {v['requests']} per episode" for w, v in d["workloads"].items())
+    out = [
+        "## Calibrated simulator vs the live engine (`bench/fidelity.py`)",
+        "",
+        _env(d),
+        "",
+        f"Profile `{d['profile']}` fitted by `rlspec calibrate` on the live vLLM engine (tiny pair, CPU). "
+        f"Each point serves the same requests ({per_episode}) "
+        f"live and in the simulator (same KV capacity: {d['engine']['kv_tokens']:,} tokens in blocks of "
+        f"{d['engine']['block_size']}, same engine limits, acceptance measured on the pair; simulator = mean of "
+        f"{d['sim_seeds']} seeds). Errors are |sim - live| / live per point, averaged over "
+        f"{s['all']['points']} points (workloads x load levels x `{'`, `'.join(d['controllers'])}`).",
+        "",
+        "| scope | mean latency MAPE | p99 MAPE | throughput MAPE | TTFT p50 MAPE | sim bias (mean lat) | acceptance abs error |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for scope, m in s.items():
+        acc = "-" if m["acceptance_abs_error"] is None else f"{m['acceptance_abs_error']:.3f}"
+        out.append(f"| {scope} | **{m['mean_latency_mape']:.1%}** | {m['p99_latency_mape']:.1%} | "
+                   f"{m['throughput_mape']:.1%} | {m['ttft_p50_mape']:.1%} | {m['mean_latency_bias']:+.1%} | {acc} |")  # fmt: skip
+    out += [
+        "",
+        f"Targets: mean-latency MAPE <= {t['mean_latency_mape']:.0%} "
+        f"({'met' if d['holds']['mean_latency_mape'] else '**not met**'}), acceptance within "
+        f"{t['acceptance_abs_error']} ({'met' if d['holds']['acceptance_abs_error'] else '**not met**'}). "
+        f"Other processes used {d['other_load_cores_mean']:.2f} CPU cores on average during the live "
+        f"episodes (max {d['other_load_cores_max']:.2f}; the machine is shared).",
+        "",
+        "| workload | load | controller | live mean / p99 s | sim mean / p99 s | live / sim tok/s | live / sim acceptance |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in d["points"]:
+        L, S = p["live"], p["sim"]
+        acc = "-" if not L["drafted"] else f"{L['acceptance']:.3f} / {S['acceptance']:.3f}"
+        out.append(f"| {p['workload']} | {p['offered_rate']:.2f} req/s | {p['controller']} | "
+                   f"{L['mean_latency_s']:.2f} / {L['p99_latency_s']:.2f} | {S['mean_latency_s']:.2f} / "
+                   f"{S['p99_latency_s']:.2f} | {L['throughput_tok_s']:.0f} / {S['throughput_tok_s']:.0f} | {acc} |")  # fmt: skip
+    return [*out, "", f"![live vs simulated]({d['plot']})", ""]
+
+
+def sim_to_real(d: dict) -> list[str]:
+    out = [
+        "## A policy trained only in the calibrated simulator, on the live engine (`bench/sim_to_real.py`)",
+        "",
+        _env(d),
+        "",
+        f"Policy `{d['policy']}` ({d['trained_on']}). Live engine, same requests for every controller, "
+        "controllers interleaved per point. Mean latency of the policy / the best analytical controller "
+        "at that point (< 1: the policy wins); the simulator's prediction of the same ratio beside it.",
+        "",
+        "| workload | load | best analytical (live) | its mean s | policy mean s | policy / best (live) | policy / goodput (live) | policy / best (sim) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in d["points"]:
+        b = p["live_best_analytical"]
+        out.append(f"| {p['workload']} | {p['offered_rate']:.2f} req/s | {b} | {p['live'][b]['mean_latency_s']:.2f} | "
+                   f"{p['live']['policy']['mean_latency_s']:.2f} | **{p['live_policy_vs_best']:.3f}** | "
+                   f"{p['live_policy_vs_goodput']:.3f} | {p['sim_policy_vs_best']:.3f} |")  # fmt: skip
+    s = d["summary"]["all"]
+    out += [
+        "",
+        "| | mean ratio vs best | worst point | points <= 1.00 | ratio of summed latencies | mean ratio vs goodput |",
+        "|---|---|---|---|---|---|",
+    ]
+    for side in ("live", "sim"):
+        m = s[side]
+        out.append(f"| {side} | **{m['mean_ratio_vs_best']:.3f}** | {m['max_ratio_vs_best']:.3f} | "
+                   f"{m['points_at_most_1']}/{m['points']} | {m['sum_ratio_vs_best']:.3f} | {m['mean_ratio_vs_goodput']:.3f} |")  # fmt: skip
+    out += ["", f"Target: {d['target']} - {'met' if d['holds'] else '**not met**'} on average, "
+            f"{'met' if d['holds_every_point'] else 'not met'} at every point.", ""]  # fmt: skip
+    return out
+
+
 SECTIONS = [
     ("sim_speed", sim_speed),
     ("paper_findings", paper_findings),
@@ -221,6 +297,8 @@ SECTIONS = [
     ("live_tradeoff", live_tradeoff),
     ("live_curves", live_curves),
     ("serve_bench", serve_bench),
+    ("fidelity", fidelity),
+    ("sim_to_real", sim_to_real),
 ]
 
 

@@ -39,12 +39,14 @@ WORKLOADS = [
 ]
 
 
-def train_policy(timesteps: int, run_dir: Path, seed: int = 0) -> Path:
+def train_policy(timesteps: int, run_dir: Path, seed: int = 0, ppo_overrides: dict | None = None) -> Path:
     from rlspec.agents.config import load_agent_config
     from rlspec.agents.export import export_policy
     from rlspec.agents.train import train
 
     cfg = load_agent_config(ROOT / "agents" / "ppo.yaml")
+    if ppo_overrides:
+        cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, **ppo_overrides))
     cfg = dataclasses.replace(
         cfg,
         distribution=str(DISTRIBUTION),
@@ -154,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--timesteps", type=int, default=200_000)
     t.add_argument("--run-dir", default=str(RUN_DIR))
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--learning-rate", type=float, default=None, help="default: agents/ppo.yaml's")
+    t.add_argument("--ent-coef", type=float, default=None)
+    t.add_argument("--clip-range", type=float, default=None)
     e = sub.add_parser("eval")
     e.add_argument("--policy", default=str(RUN_DIR))
     e.add_argument("--requests", type=int, default=40)
@@ -163,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--sim-only", action="store_true")
     args = ap.parse_args(argv)
     if args.cmd == "train":
-        train_policy(args.timesteps, Path(args.run_dir), args.seed)
+        over = {k: v for k, v in (("learning_rate", args.learning_rate), ("ent_coef", args.ent_coef),
+                                  ("clip_range", args.clip_range)) if v is not None}  # fmt: skip
+        train_policy(args.timesteps, Path(args.run_dir), args.seed, over)
         return 0
     RESULTS.mkdir(exist_ok=True)
     return evaluate_live(args)
