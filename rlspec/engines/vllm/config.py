@@ -9,6 +9,7 @@ from typing import Any
 from rlspec.config import ConfigError, check_range
 
 _DTYPES = ("auto", "bfloat16", "float32", "float16")
+CLOCKS = ("measured", "profile")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class VLLMBackendConfig:
     hold_back_drafter_blocks: bool = True  # resident drafter takes its weight bytes from KV
     refill_on_reload: bool = True  # re-run the drafter over tokens it skipped while away
     initial_k: int = 0  # k at the start of every episode (drafter resident)
+    # "measured": the virtual clock advances by each step's wall time; "profile": by the
+    # cost model's prediction for the iteration the engine actually ran (reproducible).
+    clock: str = "measured"
     extra_engine_args: dict[str, Any] = field(default_factory=dict)  # passed to EngineArgs
 
     def __post_init__(self) -> None:
@@ -60,6 +64,8 @@ class VLLMBackendConfig:
         if self.block_size is not None:
             check_range(f"{p}.block_size", self.block_size, lo=1)
         check_range(f"{p}.initial_k", self.initial_k, 0, self.k_max)
+        if self.clock not in CLOCKS:
+            raise ConfigError(f"{p}.clock: {self.clock!r} is not one of {list(CLOCKS)}")
         if self.dtype not in _DTYPES:
             raise ConfigError(f"{p}.dtype: {self.dtype!r} is not one of {list(_DTYPES)}")
         if self.enable_prefix_caching and self.draft_model is not None:

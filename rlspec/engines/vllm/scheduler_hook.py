@@ -33,6 +33,7 @@ class StepPlan:
     num_decode_reqs: int = 0  # requests decoding (1 token + their scheduled drafts)
     num_spec_tokens: int = 0  # draft tokens being verified this step
     num_preempted: int = 0  # requests the scheduler preempted while scheduling
+    num_context_tokens: int = 0  # cached tokens the scheduled requests attend (summed)
     # request id -> num_computed_tokens before this step (for drafter-KV staleness)
     computed_before: dict[str, int] = field(default_factory=dict)
 
@@ -62,6 +63,26 @@ class RLSpecScheduler(Scheduler):
             raise ValueError(f"k={k} outside [0, {self.num_spec_tokens}] (the engine's k_max)")
         self.rlspec_k = k
 
+    def rlspec_snapshot_fields(self, plan: StepPlan | None, held_blocks: int) -> dict[str, int]:
+        """The Snapshot fields read off scheduler state and one step's plan: one definition
+        for the live backend and the serving hook. KV counts exclude vLLM's null block and
+        the blocks held back for a resident drafter's weights."""
+        running, waiting = self.get_request_counts()
+        pool = self.kv_cache_manager.block_pool
+        usable = pool.num_gpu_blocks - 1
+        free = pool.get_num_free_blocks()
+        none = plan is None
+        return {
+            "num_running": int(running),
+            "num_waiting": int(waiting),
+            "kv_used_blocks": int(usable - free - held_blocks),
+            "kv_total_blocks": int(usable - held_blocks),
+            "num_scheduled_tokens": 0 if none else plan.num_scheduled_tokens,
+            "num_prefill_tokens": 0 if none else plan.num_prefill_tokens,
+            "num_decode_reqs": 0 if none else plan.num_decode_reqs,
+            "num_preemptions": 0 if none else plan.num_preempted,
+        }
+
     def schedule(self, *args: Any, **kwargs: Any):  # noqa: ANN201 - vLLM's SchedulerOutput
         if self.rlspec_before_schedule is not None:
             self.rlspec_before_schedule(self)
@@ -88,6 +109,7 @@ class RLSpecScheduler(Scheduler):
             plan.num_spec_tokens += n_spec
             # `schedule()` already advanced num_computed_tokens by n.
             before = req.num_computed_tokens - n if req is not None else 0
+            plan.num_context_tokens += before
             if track:
                 plan.computed_before[req_id] = before
             if req is not None and n == 1 + n_spec and before == req.num_tokens - 1:
