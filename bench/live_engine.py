@@ -11,6 +11,7 @@ results/live_curves.json and results/live_latency_vs_rate.png.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def tradeoff(pair: Path) -> dict:
                    repeats=3, kv_cache_memory_bytes=512 << 20)  # fmt: skip
 
 
-def curves(scenario_path: Path) -> dict:
+def curves(scenario_path: Path, rates: list[float]) -> dict:
     scenario = load_scenario(scenario_path)
     t0 = time.perf_counter()
     backend = make_backend(scenario, "vllm")
@@ -62,7 +63,7 @@ def curves(scenario_path: Path) -> dict:
     startup = time.perf_counter() - t0
     results, overhead = [], {c: [] for c in CONTROLLERS}
     try:
-        for rate in RATES:
+        for rate in rates:
             s = scenario.with_rate(rate).shortened(15.0)
             requests = s.requests()
             row = {}
@@ -79,21 +80,48 @@ def curves(scenario_path: Path) -> dict:
             results.append(row)
     finally:
         backend.close()
-    plot_sweep(RATES, results, CONTROLLERS, str(RESULTS / "live_latency_vs_rate.png"),
-               title="live vLLM (CPU), tiny 214M/21M pair")  # fmt: skip
     return {
         "scenario": scenario.name,
-        "rates": RATES,
+        "rates": rates,
         "engine_startup_s": startup,
         "results": {c: [r[c].as_dict() for r in results] for c in CONTROLLERS},
         "controller_overhead_frac_of_step": overhead,
     }
 
 
+def merge_curves(old: dict, new: dict) -> dict:
+    """Points of `new` added to (or replacing) those of `old`: extending a curve to more
+    rates without re-measuring the others."""
+    by_rate = {}
+    for d in (old, new):
+        for i, r in enumerate(d["rates"]):
+            by_rate[r] = {c: (d["results"][c][i], d["controller_overhead_frac_of_step"][c][i])
+                          for c in CONTROLLERS}  # fmt: skip
+    rates = sorted(by_rate)
+    return {
+        **new,
+        "rates": rates,
+        "engine_startup_s": new["engine_startup_s"],
+        "results": {c: [by_rate[r][c][0] for r in rates] for c in CONTROLLERS},
+        "controller_overhead_frac_of_step": {c: [by_rate[r][c][1] for r in rates] for c in CONTROLLERS},
+    }
+
+
+def plot_curves(d: dict) -> None:
+    from rlspec.metrics import EpisodeMetrics
+
+    rows = [{c: EpisodeMetrics(**d["results"][c][i]) for c in CONTROLLERS} for i in range(len(d["rates"]))]
+    plot_sweep(d["rates"], rows, CONTROLLERS, str(RESULTS / "live_latency_vs_rate.png"),
+               title="live vLLM (CPU), tiny 214M/21M pair")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pair", default=str(ROOT / "models" / "tiny"))
     ap.add_argument("--part", choices=["all", "tradeoff", "curves"], default="all")
+    ap.add_argument("--rates", default=None,
+                    help="comma-separated req/s to measure and add to results/live_curves.json "
+                         f"(default: all of {RATES}, replacing it)")  # fmt: skip
     args = ap.parse_args()
     pair = Path(args.pair)
     if not (pair / "target" / "config.json").is_file():
@@ -106,7 +134,13 @@ def main() -> None:
             print(r)
         write_result("live_tradeoff", t)
     if args.part in ("all", "curves"):
-        write_result("live_curves", curves(ROOT / "envs" / "live" / "tiny-poisson.yaml"))
+        rates = RATES if args.rates is None else [float(r) for r in args.rates.split(",")]
+        d = curves(ROOT / "envs" / "live" / "tiny-poisson.yaml", rates)
+        existing = RESULTS / "live_curves.json"
+        if args.rates is not None and existing.is_file():
+            d = merge_curves(json.loads(existing.read_text()), d)
+        plot_curves(d)
+        write_result("live_curves", d)
 
 
 if __name__ == "__main__":
