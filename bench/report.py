@@ -184,6 +184,13 @@ def live_curves(d: dict) -> list[str]:
     ]
     for c, rows in d["results"].items():
         out.append(f"| {c} | " + " | ".join(f"{m['mean_latency_s']:.2f}" for m in rows) + " |")
+    res = d["results"]
+    if "static:0" in res and "static:3" in res:
+        pairs = list(zip(rates, res["static:0"], res["static:3"], strict=True))
+        wins = [f"{r:g}" for r, a, b in pairs if b["mean_latency_s"] < a["mean_latency_s"]]
+        loses = [f"{r:g}" for r, a, b in pairs if b["mean_latency_s"] >= a["mean_latency_s"]]
+        out += ["", f"Speculation (`static:3`) beats none (`static:0`) at {', '.join(wins) or 'no'} req/s "
+                    f"and loses at {', '.join(loses) or 'no'} req/s, where the batch is full."]  # fmt: skip
     out += ["", "Controller decision time as a share of the engine time it governs:", "",
             "| controller | " + " | ".join(f"{r:g} req/s" for r in rates) + " |",
             "|---|" + "---|" * len(rates)]  # fmt: skip
