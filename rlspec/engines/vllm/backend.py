@@ -201,17 +201,7 @@ class VLLMBackend(Backend):
             self._reload(charge=False)
         self._want = Action(k=self.config.initial_k if self.config.speculative else 0)
         n_arr, _ = self._arrive_until(0.0)
-        return self._snapshot(
-            step=0.0,
-            plan=None,
-            stats=None,
-            emitted=0,
-            n_arr=n_arr,
-            n_done=0,
-            area=0.0,
-            k=self._want.k,
-            transition=None,
-        )
+        return self._no_work_snapshot(0.0, n_arr, self._want.k)
 
     def _validate(self, requests: list[Request]) -> None:
         if [r.request_id for r in requests] != list(range(len(requests))):
@@ -392,17 +382,12 @@ class VLLMBackend(Backend):
             gap = 0.0
         n_arr, _ = self._arrive_until(self.clock)
         k = self._want.k if self.drafter_state is DrafterState.RESIDENT else 0
-        return self._snapshot(
-            step=gap,
-            plan=None,
-            stats=None,
-            emitted=0,
-            n_arr=n_arr,
-            n_done=0,
-            area=0.0,
-            k=k,
-            transition=None,
-        )
+        return self._no_work_snapshot(gap, n_arr, k)
+
+    def _no_work_snapshot(self, step: float, n_arr: int, k: int) -> Snapshot:
+        """Episode start or an idle jump: nothing ran, only arrivals happened."""
+        return self._snapshot(step=step, plan=None, stats=None, emitted=0, n_arr=n_arr,
+                              n_done=0, area=0.0, k=k, transition=None)  # fmt: skip
 
     def _engine_id(self, rid: int) -> str:
         return f"e{self._episode}-r{rid}"
