@@ -20,6 +20,7 @@ class Backend(ABC):
     """An engine that runs one iteration per `step()` and reports a Snapshot."""
 
     k_max: int  # largest draft length the engine was built for
+    copyable: bool = False  # deepcopy gives an independent engine to run ahead on (rlspec.oracle)
 
     @abstractmethod
     def start(self, requests: Sequence[Request]) -> Snapshot:

@@ -43,6 +43,8 @@ _UNIFORM_BUFFER = 1 << 16
 class Simulator(Backend):
     """A seeded, instance-owned simulation of one serving engine."""
 
+    copyable = True  # all state, the RNG included, is plain Python / numpy
+
     def __init__(
         self,
         profile: Profile,

@@ -1,0 +1,84 @@
+"""A perfect-information lookahead controller: how much better than the analytical
+controllers can *any* draft-length / offload schedule be on a scenario?
+
+Not deployable. Each decision it deep-copies the simulator (which already holds every future
+arrival and its random stream), plays every action for one interval and then the `base`
+controller until `horizon_s` of virtual time has passed, and keeps the action whose rollout
+has the smallest area under requests-in-system (the environment's reward, so by Little's Law
+the mean-latency objective). That is one step of policy improvement over `base` with an
+exact model; its margin over `base` bounds what a policy that only sees features can hope
+to gain, so the benchmarks report it next to the targets.
+
+Rollouts are charged over the same virtual-time window: a window counted in iterations
+would favour whichever action makes iterations shortest.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from rlspec.config import check_range
+from rlspec.control.action import Action
+from rlspec.control.base import ControlContext, Controller
+from rlspec.control.registry import make_controller
+from rlspec.engines.base import Backend
+from rlspec.features import FeatureTracker
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    horizon_s: float = 6.0  # virtual seconds each rollout is charged over
+    base: str = "goodput"  # controller the rollouts follow after their first interval
+
+    def __post_init__(self) -> None:
+        check_range("oracle.horizon_s", self.horizon_s, lo=1e-3)
+
+
+class LookaheadOracle(Controller):
+    name = "oracle"
+
+    def __init__(self, backend: Backend, cfg: OracleConfig | None = None):
+        if not getattr(backend, "copyable", False):
+            raise ValueError(
+                f"oracle: backend {type(backend).__name__} cannot be copied for rollouts; "
+                "the lookahead oracle runs on the simulator only"
+            )
+        self.backend = backend
+        self.cfg = cfg or OracleConfig()
+        self.base = make_controller(self.cfg.base)
+        self.rollouts = 0
+
+    def reset(self, ctx: ControlContext) -> None:
+        super().reset(ctx)
+        self.base.reset(ctx)
+        self.actions = [Action.from_index(i, ctx.k_max) for i in range(ctx.k_max + 2)]
+
+    def decide(self, obs: FeatureTracker) -> Action:
+        preferred = self.base.decide(obs)
+        best, best_cost = preferred, self._rollout(preferred, obs)
+        for action in self.actions:
+            if action != preferred:
+                cost = self._rollout(action, obs)
+                if cost < best_cost:
+                    best, best_cost = action, cost
+        return best
+
+    def _rollout(self, first: Action, obs: FeatureTracker) -> float:
+        """Request-seconds from now to now + horizon if `first` is played now."""
+        self.rollouts += 1
+        backend, tracker, base = copy.deepcopy((self.backend, obs, self.base))
+        end = tracker.last.clock_s + self.cfg.horizon_s
+        cost, action = 0.0, first
+        while True:
+            backend.set_action(action)
+            tracker.begin_interval()
+            for _ in range(self.ctx.decision_interval):
+                s = backend.step()
+                tracker.update(s)
+                cost += s.request_seconds
+                if backend.finished:
+                    return cost
+                if s.clock_s >= end:  # charge only up to the window's end
+                    return cost - (s.clock_s - end) * s.num_in_system
+            action = base.decide(tracker)
