@@ -37,6 +37,13 @@ def environment() -> dict:
     }
 
 
+def repo_path(path: str | Path) -> str:
+    """`path` relative to the repository when it lies inside it, so results read the same on
+    every checkout."""
+    path = Path(path)
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def write_result(name: str, payload: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"

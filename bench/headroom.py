@@ -15,9 +15,8 @@ from __future__ import annotations
 import argparse
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
-from common import ROOT, write_result
+from common import ROOT, repo_path, write_result
 from policy_vs_baselines import KV_SATURATION_RATE, TARGET_10PCT, scenario_paths
 from tqdm import tqdm
 
@@ -83,9 +82,7 @@ def main() -> None:
     sat = rows.get("kv-saturation")
     payload = {
         "oracle": {"horizon_s": args.horizon, "base": OracleConfig().base},
-        "policy": str(Path(args.policy).relative_to(ROOT))
-        if Path(args.policy).is_relative_to(ROOT)
-        else args.policy,
+        "policy": repo_path(args.policy),
         "scenarios": rows,
         "kv_saturation_rate": KV_SATURATION_RATE,
         "oracle_reaches": {

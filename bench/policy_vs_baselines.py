@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from common import RESULTS, ROOT, write_result
+from common import RESULTS, ROOT, repo_path, write_result
 from tqdm import tqdm
 
 from rlspec.control.policy import FrozenPolicy, PolicyController
@@ -151,9 +151,7 @@ def main() -> None:
     print(f"training: {training['timesteps']} steps in {training['wall_s']:.0f} s")
     print("targets:", targets)
     payload = {
-        "policy": str(policy_dir.relative_to(ROOT))
-        if policy_dir.is_relative_to(ROOT)
-        else str(policy_dir),
+        "policy": repo_path(policy_dir),
         "scenarios": per_scenario,
         "latency_vs_best": ratios,
         "kv_saturation": {
