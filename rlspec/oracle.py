@@ -18,6 +18,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import numpy as np
+
 from rlspec.config import check_range
 from rlspec.control.action import Action
 from rlspec.control.base import ControlContext, Controller
@@ -55,19 +57,27 @@ class LookaheadOracle(Controller):
         self.actions = [Action.from_index(i, ctx.k_max) for i in range(ctx.k_max + 2)]
 
     def decide(self, obs: FeatureTracker) -> Action:
+        """The cheapest action; the base controller's own choice wins ties."""
         preferred = self.base.decide(obs)
-        best, best_cost = preferred, self._rollout(preferred, obs)
-        for action in self.actions:
-            if action != preferred:
-                cost = self._rollout(action, obs)
-                if cost < best_cost:
-                    best, best_cost = action, cost
-        return best
+        costs = self.action_costs(obs)
+        best = self.actions[int(np.argmin(costs))]
+        return preferred if costs[preferred.index(self.ctx.k_max)] <= costs.min() else best
+
+    def action_costs(self, obs: FeatureTracker) -> np.ndarray:
+        """Request-seconds of the rollout window for each action index (0..k_max + 1).
+
+        These are the labels oracle distillation learns from (rlspec/agents/distill.py):
+        the cost of every alternative, not only the winner, so a policy that cannot see the
+        future can learn which action is cheapest on average where the futures differ.
+        """
+        return np.array([self._rollout(action, obs) for action in self.actions])
 
     def _rollout(self, first: Action, obs: FeatureTracker) -> float:
         """Request-seconds from now to now + horizon if `first` is played now."""
         self.rollouts += 1
-        backend, tracker, base = copy.deepcopy((self.backend, obs, self.base))
+        # The workload's requests are frozen and never mutated: share them, copy the state.
+        memo = {id(self.backend.requests): self.backend.requests}
+        backend, tracker, base = copy.deepcopy((self.backend, obs, self.base), memo)
         end = tracker.last.clock_s + self.cfg.horizon_s
         cost, action = 0.0, first
         while True:
