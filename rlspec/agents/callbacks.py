@@ -98,6 +98,7 @@ class BaselineEvalCallback(BaseCallback):
             results = evaluate(s, self.cfg.baselines, seed=self.cfg.seed)
             self._baseline[s.name] = min(m.mean_latency_s for m in results.values())
         self._next = self.num_timesteps + self.cfg.every_steps
+        self.run_eval()  # the starting policy (a warm start) is a candidate for the best
 
     def _on_step(self) -> bool:
         if self.cfg.every_steps and self.num_timesteps >= self._next:

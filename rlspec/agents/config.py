@@ -94,6 +94,11 @@ class AgentConfig:
         check_range("torch_threads", self.torch_threads, lo=1)
         if self.decision_interval is not None:
             check_range("decision_interval", self.decision_interval, lo=1)
+        if self.warm_start.expert == "oracle" and self.backend != "sim":
+            raise ConfigError(
+                "warm_start.expert: 'oracle' rolls out copies of the simulator; it needs "
+                f"backend: sim, got backend: {self.backend}"
+            )
         if self.backend == "vllm" and (self.n_envs != 1 or self.vec_env != "dummy"):
             raise ConfigError(
                 "n_envs: the vllm backend runs one in-process engine; use n_envs: 1, vec_env: dummy"

@@ -144,7 +144,7 @@ def train(
         )
     warm = {}
     if not resume and init is None and cfg.warm_start.expert:
-        warm = _warm_start(cfg, model, venv)
+        warm = _warm_start(cfg, model, venv, run_dir, progress)
     callbacks = [ServingMetricsCallback(initial_scalars=warm)]
     evaluator = None
     if cfg.eval.every_steps:
@@ -180,10 +180,16 @@ def train(
     return run_dir
 
 
-def _warm_start(cfg: AgentConfig, model, venv) -> dict:
+def _warm_start(cfg: AgentConfig, model, venv, run_dir: Path, progress: bool) -> dict:
     from rlspec.agents.warmstart import behaviour_clone, collect, seed_normalization
 
     w = cfg.warm_start
+    if w.expert == "oracle":
+        from rlspec.agents.distill import distill
+
+        print(f"warm start: distilling the lookahead oracle ({w.steps:,} labels, "
+              f"{w.dagger_rounds} DAgger rounds of {w.dagger_steps:,})")  # fmt: skip
+        return distill(cfg, model, venv, run_dir, progress)
     env = _plain_env(cfg, str(cfg.resolve(cfg.distribution)))
     print(
         f"warm start: recording {w.steps:,} decisions of {w.expert!r} on the training distribution"

@@ -27,15 +27,29 @@ from rlspec.evaluate import control_context
 
 @dataclass(frozen=True)
 class WarmStartConfig:
-    expert: str | None = "goodput"  # any controller name; None trains from scratch
-    steps: int = 40_000  # expert decisions to record
+    # Any controller name to clone; "oracle" distils the lookahead oracle's action costs
+    # (rlspec/agents/distill.py, simulator only); None trains from scratch.
+    expert: str | None = "goodput"
+    steps: int = 40_000  # expert decisions to record (oracle: labels of DAgger round 0)
     epochs: int = 15
     batch_size: int = 512
     learning_rate: float = 1e-3
     label_smoothing: float = 0.1  # keep some probability on other actions so PPO explores
+    # Oracle distillation only:
+    oracle_actor: str = "goodput"  # whose states round 0 visits
+    oracle_beta: float = 0.5  # round 0 plays the oracle's choice with this probability
+    oracle_horizon_s: float = 6.0  # rollout window of each label
+    dagger_rounds: int = 1  # further rounds, each visiting the states of the policy so far
+    dagger_steps: int = 10_000  # labels per further round
+    workers: int = 2  # labelling processes
 
     def __post_init__(self) -> None:
         check_range("warm_start.steps", self.steps, lo=1)
+        check_range("warm_start.oracle_beta", self.oracle_beta, 0.0, 1.0)
+        check_range("warm_start.oracle_horizon_s", self.oracle_horizon_s, lo=1e-3)
+        check_range("warm_start.dagger_rounds", self.dagger_rounds, lo=0)
+        check_range("warm_start.dagger_steps", self.dagger_steps, lo=1)
+        check_range("warm_start.workers", self.workers, lo=1)
         check_range("warm_start.epochs", self.epochs, lo=1)
         check_range("warm_start.batch_size", self.batch_size, lo=1)
         check_range("warm_start.learning_rate", self.learning_rate, 1e-7, 1.0)
@@ -99,9 +113,16 @@ def discounted_returns(rewards: np.ndarray, starts: np.ndarray, gamma: float) ->
 
 
 def behaviour_clone(
-    model, venv, demos: Demonstrations, cfg: WarmStartConfig, gamma: float, seed: int
-) -> dict:
-    """Fit actor (cross-entropy) and critic (MSE to normalised returns); returns the losses."""
+    model, venv, demos, cfg: WarmStartConfig, gamma: float, seed: int,
+    regret: np.ndarray | None = None,
+) -> dict:  # fmt: skip
+    """Fit the actor and the critic (MSE to normalised returns); returns the fit's figures.
+
+    Without `regret`, the actor is fitted by cross-entropy to `demos.actions`. With an
+    (N, A) `regret` (oracle distillation), it minimises the expected regret
+    `sum_a pi(a|s) regret[s, a]`, scaled by its mean so the loss is O(1); in both cases
+    `label_smoothing` mixes in the cross-entropy to the uniform policy.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -110,6 +131,19 @@ def behaviour_clone(
     actions = torch.as_tensor(demos.actions, dtype=torch.long)
     returns = discounted_returns(venv.normalize_reward(demos.rewards), demos.episode_starts, gamma)
     targets = torch.as_tensor(returns, dtype=torch.float32)
+    if regret is not None:
+        cost = torch.as_tensor(regret / max(float(regret.mean()), 1e-12), dtype=torch.float32)
+        labels = cost.argmin(dim=1)
+    else:
+        labels = actions
+    ls = cfg.label_smoothing
+
+    def actor_loss(logits, idx):
+        if regret is None:
+            return F.cross_entropy(logits, labels[idx], label_smoothing=ls)
+        expected = (logits.softmax(dim=1) * cost[idx]).sum(dim=1).mean()
+        return (1 - ls) * expected - ls * logits.log_softmax(dim=1).mean()
+
     optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
     gen = torch.Generator().manual_seed(seed)
     n = len(actions)
@@ -120,17 +154,20 @@ def behaviour_clone(
             idx = perm[i : i + cfg.batch_size]
             logits = policy.get_distribution(obs[idx]).distribution.logits
             values = policy.predict_values(obs[idx]).flatten()
-            loss = F.cross_entropy(logits, actions[idx], label_smoothing=cfg.label_smoothing)
-            loss = loss + 0.5 * F.mse_loss(values, targets[idx])
+            loss = actor_loss(logits, idx) + 0.5 * F.mse_loss(values, targets[idx])
             optim.zero_grad()
             loss.backward()
             optim.step()
     policy.set_training_mode(False)
     with torch.no_grad():
-        values, log_prob, _ = policy.evaluate_actions(obs, actions)
+        values, log_prob, _ = policy.evaluate_actions(obs, labels)
         dist = policy.get_distribution(obs)
-        agree = (dist.distribution.probs.argmax(dim=1) == actions).float().mean().item()
-        value_mse = F.mse_loss(values.flatten(), targets).item()
-        entropy = dist.entropy().mean().item()
-    return {"bc/nll": float(-log_prob.mean()), "bc/agreement": agree, "bc/value_mse": value_mse,
-            "bc/entropy": entropy, "bc/samples": n}  # fmt: skip
+        chosen = dist.distribution.probs.argmax(dim=1)
+        stats = {"bc/nll": float(-log_prob.mean()),
+                 "bc/agreement": (chosen == labels).float().mean().item(),
+                 "bc/value_mse": F.mse_loss(values.flatten(), targets).item(),
+                 "bc/entropy": dist.entropy().mean().item(), "bc/samples": n}  # fmt: skip
+        if regret is not None:  # request-seconds per decision over the best action
+            stats["bc/regret_policy"] = float(regret[np.arange(n), chosen.numpy()].mean())
+            stats["bc/regret_played"] = float(regret[np.arange(n), demos.actions].mean())
+    return stats
