@@ -100,19 +100,27 @@ def training_record(policy_dir: Path) -> dict:
         plt.close(fig)
     return {
         "timesteps": sum(s["timesteps"] for s in sessions),
-        "wall_s": sum(s["wall_s"] for s in sessions),
+        # PPO plus its warm start (oracle labelling dominates a distilled run)
+        "wall_s": sum(s["wall_s"] + s.get("warm_start_wall_s", 0.0) for s in sessions),
         "sessions": sessions,
         "curve": curve,
     }
 
 
+def _name(controller: str, policy: str, other: str | None) -> str:
+    return {policy: "policy", other: "compared"}.get(controller, controller)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--policy", default=str(ROOT / "checkpoints" / "h100-ppo"))
+    ap.add_argument("--policy", default=str(ROOT / "checkpoints" / "h100-oracle-ppo"))
+    ap.add_argument("--compare", default=str(ROOT / "checkpoints" / "h100-ppo"),
+                    help="another policy run measured beside it ('' for none)")  # fmt: skip
     args = ap.parse_args()
     policy_dir = Path(args.policy)
     policy = f"policy:{policy_dir}"
-    controllers = [*ANALYTICAL, policy]
+    other = f"policy:{args.compare}" if args.compare else None
+    controllers = [*ANALYTICAL, policy, *([other] if other else [])]
     paths = scenario_paths()
     per_scenario = {}
     bar = tqdm(total=len(paths) * len(controllers), desc="policy vs baselines", unit="run")
@@ -126,12 +134,14 @@ def main() -> None:
             "best_analytical": best_name,
             "policy_latency_vs_best": p.mean_latency_s / res[best_name].mean_latency_s,
             "policy_p99_vs_best": p.p99_latency_s / res[best_name].p99_latency_s,
-            "results": {("policy" if c == policy else c): m.as_dict() for c, m in res.items()},
+            "compared_latency_vs_best": other and res[other].mean_latency_s
+            / res[best_name].mean_latency_s,
+            "results": {_name(c, policy, other): m.as_dict() for c, m in res.items()},
         }
     bar.close()
 
     kv = load_scenario(ROOT / "envs" / "kv-pressure.yaml").with_rate(KV_SATURATION_RATE)
-    kv_res = evaluate(kv, ["static:4", "goodput", "nightjar", policy])
+    kv_res = evaluate(kv, ["static:4", "goodput", "nightjar", policy, *([other] if other else [])])
     kv_ratio = kv_res[policy].throughput_tok_s / kv_res["static:4"].throughput_tok_s
 
     ratios = {n: d["policy_latency_vs_best"] for n, d in per_scenario.items()}
@@ -152,12 +162,13 @@ def main() -> None:
     print("targets:", targets)
     payload = {
         "policy": repo_path(policy_dir),
+        "compared_policy": other and repo_path(Path(args.compare)),
         "scenarios": per_scenario,
         "latency_vs_best": ratios,
         "kv_saturation": {
             "rate": KV_SATURATION_RATE,
             "throughput_tok_s": {
-                ("policy" if c == policy else c): m.throughput_tok_s for c, m in kv_res.items()
+                _name(c, policy, other): m.throughput_tok_s for c, m in kv_res.items()
             },
             "policy_vs_static4": kv_ratio,
         },  # fmt: skip

@@ -107,8 +107,14 @@ def policy_vs_baselines(d: dict) -> list[str]:
         f"Policy `{d['policy']}`. Mean latency of the policy / the best analytical controller on each "
         "scenario (< 1: the policy wins), with mean and p99 latency, throughput and SLO attainment:",
         "",
-        "| scenario | best analytical | its mean / p99 s | policy mean / p99 s | policy / best | policy tok/s | best tok/s | policy SLO | best SLO |",
-        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    other = d.get("compared_policy")
+    if other:
+        out += [f"The last column is `{other}` measured in the same run, on the same workloads.", ""]
+    out += [
+        "| scenario | best analytical | its mean / p99 s | policy mean / p99 s | policy / best | policy tok/s | best tok/s | policy SLO | best SLO |"
+        + (" compared / best |" if other else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if other else ""),
     ]
     for name, s in d["scenarios"].items():
         b = s["results"][s["best_analytical"]]
@@ -118,6 +124,7 @@ def policy_vs_baselines(d: dict) -> list[str]:
             f"| {name}{tag} | {s['best_analytical']} | {b['mean_latency_s']:.2f} / {b['p99_latency_s']:.2f} | "
             f"{p['mean_latency_s']:.2f} / {p['p99_latency_s']:.2f} | **{s['policy_latency_vs_best']:.3f}** | "
             f"{p['throughput_tok_s']:.0f} | {b['throughput_tok_s']:.0f} | {p['slo_attainment']:.3f} | {b['slo_attainment']:.3f} |"
+            + (f" {s['compared_latency_vs_best']:.3f} |" if other else "")
         )
     kv = d["kv_saturation"]
     t = d["decision_time"]
@@ -132,8 +139,8 @@ def policy_vs_baselines(d: dict) -> list[str]:
         f"with the feature vector as serving computes it: p50 {t['features_and_act_p50_us']:.1f} us, "
         f"p99 {t['features_and_act_p99_us']:.1f} us.",
         "",
-        f"Training: {tr['timesteps']:,} environment steps in {tr['wall_s'] / 60:.1f} min on this machine "
-        "(behaviour-cloning warm start included).",
+        f"Training: {tr['timesteps']:,} PPO environment steps, {tr['wall_s'] / 60:.1f} min on this machine "
+        "with the warm start (behaviour cloning or oracle distillation) included.",
         "",
         "![training curve](results/training_curve.png)",
         "",

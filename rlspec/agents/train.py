@@ -142,9 +142,11 @@ def train(
             device="cpu",
             verbose=0,
         )
-    warm = {}
+    warm: dict = {}
+    warm_started = time.time()
     if not resume and init is None and cfg.warm_start.expert:
         warm = _warm_start(cfg, model, venv, run_dir, progress)
+    warm_wall = time.time() - warm_started
     callbacks = [ServingMetricsCallback(initial_scalars=warm)]
     evaluator = None
     if cfg.eval.every_steps:
@@ -175,7 +177,7 @@ def train(
         model.logger.dump(model.num_timesteps)
     model.save(run_dir / "model.zip")
     venv.save(str(run_dir / "vecnormalize.pkl"))
-    _write_config(cfg, run_dir, total, wall, resume, evaluator, init)
+    _write_config(cfg, run_dir, total, wall, resume, evaluator, init, warm_wall)
     venv.close()
     return run_dir
 
@@ -203,13 +205,14 @@ def _warm_start(cfg: AgentConfig, model, venv, run_dir: Path, progress: bool) ->
 
 
 def _write_config(
-    cfg, run_dir: Path, steps: int, wall: float, resume: bool, evaluator, init
+    cfg, run_dir: Path, steps: int, wall: float, resume: bool, evaluator, init, warm_wall: float
 ) -> None:
     path = run_dir / "config.yaml"
     history = []
     if resume and path.is_file():
         history = (yaml.safe_load(path.read_text()) or {}).get("provenance", {}).get("sessions", [])
     history.append({"timesteps": steps, "wall_s": round(wall, 1), "resumed": resume,
+                    "warm_start_wall_s": round(warm_wall, 1),
                     "initialised_from": None if init is None else str(init),
                     "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "final_eval_latency_vs_best_baseline": None if evaluator is None else evaluator.last_ratio,
