@@ -130,7 +130,7 @@ def _write_json(path: str, payload: dict) -> None:
 
 DEMO_SCENARIOS = ("bursty", "flash-crowd", "kv-pressure")
 DEMO_BASELINES = ("static:0", "static:2", "static:4", "goodput", "latency-model", "nightjar")
-SHIPPED_POLICY = Path(__file__).resolve().parent.parent / "checkpoints" / "h100-ppo"
+SHIPPED_POLICY = Path(__file__).resolve().parent.parent / "checkpoints" / "h100-oracle-ppo"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -159,8 +159,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         results = evaluate(scenario, controllers)
         print(format_table(results, f"\n{name}: {scenario.description}"))
     print(
-        f"\nthe demo policy ({args.timesteps:,} steps) is policy:{run_dir}; the shipped one was "
-        f"trained longer (checkpoints/h100-ppo/eval_report.json)"
+        f"\nthe demo policy ({args.timesteps:,} steps, cloned from goodput) is policy:{run_dir}; "
+        f"the shipped one distils the lookahead oracle ({os.path.relpath(SHIPPED_POLICY)}/eval_report.json)"
     )
     print(f"inspect training:  .venv/bin/tensorboard --logdir {run_dir / 'tb'}")
     return 0
