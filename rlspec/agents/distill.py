@@ -155,17 +155,27 @@ def collect_labels(
     return OracleLabels.concat(parts)
 
 
+def _weights_digest(path: Path) -> str:
+    """Digest of a frozen policy's arrays, not of its metadata (which has export times)."""
+    h = hashlib.sha256()
+    with np.load(path, allow_pickle=False) as z:
+        for name in sorted(n for n in z.files if n != "meta"):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(z[name]).tobytes())
+    return h.hexdigest()
+
+
 def cached_labels(
     path: Path, template: LabelJob, steps: int, workers: int, progress: bool
 ) -> OracleLabels:
     """`collect_labels`, reusing `path` when it holds labels made by the same job.
 
     Labelling is most of a distillation run's time; a run stopped after it, or re-run to
-    change the fit, keeps its labels. A policy actor is identified by its file's digest."""
+    change the fit, keeps its labels. A policy actor is identified by its weights' digest."""
     meta = {"job": {k: v for k, v in vars(template).items() if k != "reward"},
             "reward": vars(template.reward), "steps": steps}  # fmt: skip
     if template.actor.startswith("policy:"):
-        meta["actor_sha256"] = hashlib.sha256(Path(template.actor[7:]).read_bytes()).hexdigest()
+        meta["actor_sha256"] = _weights_digest(Path(template.actor.removeprefix("policy:")))
         meta["job"]["actor"] = "policy"
     if path.is_file() and (labels := OracleLabels.load(path, meta)) is not None:
         print(f"reusing {len(labels):,} oracle labels from {path}")

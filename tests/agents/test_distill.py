@@ -144,3 +144,18 @@ def test_oracle_warm_start_needs_the_simulator(tmp_path):
         load_agent_config(tmp_path / "live.yaml")
     with pytest.raises(ConfigError, match="warm_start.oracle_beta"):
         WarmStartConfig(expert="oracle", oracle_beta=1.5)
+
+
+def test_a_policy_actor_is_identified_by_its_weights_not_its_export_metadata(tmp_path):
+    from rlspec.agents.distill import _weights_digest
+    from rlspec.control.policy import save_policy
+
+    rng = np.random.default_rng(0)
+    hidden = [(rng.normal(size=(8, NUM_FEATURES)), rng.normal(size=8))]
+    head = (rng.normal(size=(6, 8)), rng.normal(size=6))
+    a = save_policy(tmp_path / "a.npz", hidden, head, "tanh", provenance={"exported": "monday"})
+    b = save_policy(tmp_path / "b.npz", hidden, head, "tanh", provenance={"exported": "friday"})
+    head[0][0, 0] += 1e-3
+    c = save_policy(tmp_path / "c.npz", hidden, head, "tanh")
+    assert a.read_bytes() != b.read_bytes()
+    assert _weights_digest(a) == _weights_digest(b) != _weights_digest(c)
