@@ -128,5 +128,24 @@ def tallied_episode(
         "iterations": tally.iterations,
         "busy_s": tally.busy_s,
         "mean_step_s": tally.busy_s / tally.iterations if tally.iterations else None,
+        # live only: measured / profile-predicted busy time of the iterations it ran
+        "step_time_vs_profile": getattr(tally.inner, "step_time_vs_profile", None),
     }
     return m, extra
+
+
+def profile_drift(ratio: float | None, profile: str, tolerance: float = 1.25) -> str | None:
+    """A warning when the live engine's steps take more than `tolerance` times (or less than
+    1/`tolerance` of) what the profile predicts for the same iterations: a fitted profile
+    describes one host at one load, and a simulated figure from it is only as good as that
+    match (the same CPU image has measured 2.2x slower on another day)."""
+    if tolerance <= 1.0:
+        raise ValueError(f"tolerance: {tolerance!r} must be > 1")
+    if ratio is None or 1.0 / tolerance <= ratio <= tolerance:
+        return None
+    return (
+        f"live steps take {ratio:.2f}x the time profile {profile!r} predicts for the same "
+        f"iterations (tolerance {tolerance:g}x): it was fitted on another host or under another "
+        "load; simulated figures will not match the engine. Re-fit it on this machine with "
+        "`rlspec calibrate`"
+    )

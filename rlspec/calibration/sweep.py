@@ -11,6 +11,7 @@ random); the live engine gives one sample per point.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import statistics
 import time
@@ -23,12 +24,15 @@ from rlspec.calibration.matching import (
     Tally,
     matched_scenario,
     measured_acceptance,
+    profile_drift,
     tallied_episode,
 )
 from rlspec.control.registry import BaselinesConfig, make_controller
 from rlspec.engines.factory import make_backend
 from rlspec.perf.acceptance import AcceptanceConfig
 from rlspec.scenario import Scenario, load_scenario
+
+log = logging.getLogger(__name__)
 
 METRICS = ("mean_latency_s", "p50_latency_s", "p99_latency_s", "ttft_p50_s", "tpot_p50_s",
            "throughput_tok_s", "slo_attainment", "completed", "preemptions", "mean_k",
@@ -74,6 +78,7 @@ class SweepContext:
     sim_seeds: int = 5
     baselines: BaselinesConfig | None = None
     log: list[str] = field(default_factory=list)
+    drift_tolerance: float = 1.25  # live / profile step time beyond which a run is flagged
 
     @classmethod
     def open(cls, scenario: Scenario, profile: str | Path, live: bool = True, **kw: Any) -> SweepContext:
@@ -132,6 +137,12 @@ class SweepContext:
             if self.quiet is None or load.cores <= self.quiet or last:
                 break
             self.log.append(f"re-run {scenario.name} {controller}: others used {load.cores:.2f} cores")
+        ratio = extra["step_time_vs_profile"]
+        warning = profile_drift(ratio, self.profile.stem, self.drift_tolerance)
+        if warning:
+            if not any(line.startswith("profile drift") for line in self.log):
+                log.warning(warning)
+            self.log.append(f"profile drift {scenario.name} {controller}: steps {ratio:.2f}x the profile's")
         return {**_metrics(m), **extra, "other_load_cores": round(load.cores, 3),
                 "attempts": attempt + 1, "waited_s": round(waited, 1),
                 "wall_s": round(time.perf_counter() - t0, 2)}  # fmt: skip

@@ -39,11 +39,9 @@ def _live_backend(scenario: Scenario, seed: int) -> Backend:
             )
     extra = {k: v for k, v in (("kv_cache_memory_bytes", live.kv_cache_memory_bytes),
                                 ("block_size", live.block_size)) if v is not None}  # fmt: skip
-    cost = None
-    if live.clock == "profile":
-        from rlspec.perf.step_time import StepTimeModel
+    from rlspec.perf.step_time import StepTimeModel
 
-        cost = StepTimeModel(scenario.load_profile())
+    cost = StepTimeModel(scenario.load_profile())  # the clock (clock: profile), else a reference
     return make_vllm_backend(
         scenario.replace(seed=seed),
         str(model),

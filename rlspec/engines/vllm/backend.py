@@ -63,6 +63,12 @@ class VLLMBackend(Backend):
             raise ConfigError("vllm.clock: 'profile' needs a cost model (the scenario's profile)")
         self.config = config
         self._cost = cost if config.clock == "profile" else None
+        # What the profile predicts for the iterations the engine really ran, beside their
+        # measured time: a profile fitted on another host (or under other load) shows up as
+        # a ratio far from 1 before anyone trusts a simulated figure.
+        self._reference = cost
+        self.measured_busy_s = 0.0
+        self.predicted_busy_s = 0.0
         self.k_max = config.k_max if config.speculative else 0
         self._h: Any = None  # EngineHandle
         self._off: Any = None  # DrafterOffloader
@@ -148,6 +154,14 @@ class VLLMBackend(Backend):
         return self._h
 
     @property
+    def step_time_vs_profile(self) -> float | None:
+        """Measured / profile-predicted busy time of this episode's iterations (None without
+        a reference profile or before any iteration)."""
+        if not self.predicted_busy_s:
+            return None
+        return self.measured_busy_s / self.predicted_busy_s
+
+    @property
     def drafter_state(self) -> DrafterState:
         if self._off is None or not self._off.resident:
             return DrafterState.OFFLOADED
@@ -195,6 +209,7 @@ class VLLMBackend(Backend):
         self._completed = 0
         self.clock = 0.0
         self.iterations = 0
+        self.measured_busy_s = self.predicted_busy_s = 0.0
         self._stale_from.clear()
         h.scheduler.rlspec_track_computed = False
         if self._off is not None and not self._off.resident:
@@ -308,9 +323,13 @@ class VLLMBackend(Backend):
                 ) from exc
             dt = time.perf_counter() - t0
             plan = sched.rlspec_last_plan
-            if self._cost is not None and plan is not None:
-                dt = self._cost.iteration(plan.num_decode_reqs, k, plan.num_prefill_tokens,
-                                          plan.num_context_tokens, resident)  # fmt: skip
+            if self._reference is not None and plan is not None:
+                predicted = self._reference.iteration(plan.num_decode_reqs, k, plan.num_prefill_tokens,
+                                                      plan.num_context_tokens, resident)  # fmt: skip
+                self.measured_busy_s += dt
+                self.predicted_busy_s += predicted
+                if self._cost is not None:
+                    dt = predicted
             if not resident and plan is not None:
                 stale = self._stale_from
                 for rid, before in plan.computed_before.items():
