@@ -165,15 +165,38 @@ def _weights_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _ground_digest(distribution: str, samples: int = 16) -> str:
+    """The training ground by content: scenarios drawn from the distribution (file paths
+    left out) and the profile each one simulates. A clone at another path reuses shipped
+    labels; a refitted profile or an edited range relabels."""
+    from rlspec.config import load_yaml
+    from rlspec.envs.distribution import load_distribution
+    from rlspec.scenario import load_scenario
+
+    h = hashlib.sha256()
+    if "workload" in load_yaml(distribution):
+        drawn = [load_scenario(distribution)]
+    else:
+        dist = load_distribution(distribution)
+        rng = np.random.default_rng(0)
+        drawn = [dist.sample(rng) for _ in range(samples)]
+    for sc in drawn:
+        h.update(repr(sc.replace(base_dir="")).encode())
+        h.update(repr(sc.load_profile()).encode())
+    return h.hexdigest()
+
+
 def cached_labels(
     path: Path, template: LabelJob, steps: int, workers: int, progress: bool
 ) -> OracleLabels:
     """`collect_labels`, reusing `path` when it holds labels made by the same job.
 
     Labelling is most of a distillation run's time; a run stopped after it, or re-run to
-    change the fit, keeps its labels. A policy actor is identified by its weights' digest."""
+    change the fit, keeps its labels. The distribution is identified by its content and a
+    policy actor by its weights' digest."""
     meta = {"job": {k: v for k, v in vars(template).items() if k != "reward"},
             "reward": vars(template.reward), "steps": steps}  # fmt: skip
+    meta["job"]["distribution"] = _ground_digest(template.distribution)
     if template.actor.startswith("policy:"):
         meta["actor_sha256"] = _weights_digest(Path(template.actor.removeprefix("policy:")))
         meta["job"]["actor"] = "policy"

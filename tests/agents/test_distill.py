@@ -67,6 +67,35 @@ def test_cached_labels_are_reused_only_for_the_same_job(tmp_path, monkeypatch):
         cached_labels(path, job(beta=0.5), 6, 1, progress=False)
 
 
+def test_the_label_cache_knows_the_training_ground_by_content_not_path(tmp_path, monkeypatch):
+    """A clone elsewhere reuses labels; the same file with a refitted profile does not."""
+    import yaml
+
+    src = ROOT / "envs" / "steady-low.yaml"
+    data = yaml.safe_load(src.read_text())
+    profile = ROOT / "rlspec" / "perf" / "profiles" / f"{data['profile']}.yaml"
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (clone / "profile.yaml").write_text(profile.read_text())
+    (clone / "scenario.yaml").write_text(yaml.safe_dump({**data, "profile": "profile.yaml"}))
+    path = tmp_path / "labels-0.npz"
+    first = cached_labels(path, job(distribution=str(clone / "scenario.yaml")), 6, 1, progress=False)
+
+    def no_labelling(*args, **kw):
+        raise AssertionError("labels were collected again")
+
+    monkeypatch.setattr(distill, "collect_labels", no_labelling)
+    moved = tmp_path / "moved"
+    (clone).rename(moved)
+    again = cached_labels(path, job(distribution=str(moved / "scenario.yaml")), 6, 1, progress=False)
+    np.testing.assert_array_equal(first.costs, again.costs)
+    refit = yaml.safe_load((moved / "profile.yaml").read_text())
+    refit["iteration_overhead_s"] = float(refit["iteration_overhead_s"]) + 0.001
+    (moved / "profile.yaml").write_text(yaml.safe_dump(refit))
+    with pytest.raises(AssertionError, match="collected again"):
+        cached_labels(path, job(distribution=str(moved / "scenario.yaml")), 6, 1, progress=False)
+
+
 def synthetic_ppo():
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
