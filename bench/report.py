@@ -290,7 +290,9 @@ def fidelity(d: dict) -> list[str]:
         f"({'met' if d['holds']['mean_latency_mape'] else '**not met**'}), acceptance within "
         f"{t['acceptance_abs_error']} ({'met' if d['holds']['acceptance_abs_error'] else '**not met**'}). "
         f"Other processes used {d['other_load_cores_mean']:.2f} CPU cores on average during the live "
-        f"episodes (max {d['other_load_cores_max']:.2f}; the machine is shared).",
+        f"episodes (max {d['other_load_cores_max']:.2f}; the machine is shared)."
+        + (f" Live steps took {d['step_time_vs_profile_mean']:.2f}x the time the profile predicts for the "
+           "same iterations." if d.get("step_time_vs_profile_mean") else ""),
         "",
         "| workload | load | controller | live mean / p99 s | sim mean / p99 s | live / sim tok/s | live / sim acceptance |",
         "|---|---|---|---|---|---|---|",
@@ -311,7 +313,7 @@ def sim_to_real(d: dict) -> list[str]:
         _env(d),
         "",
         f"Policy `{d['policy']}` ({d['trained_on']}). Live engine, same requests for every controller, "
-        "controllers interleaved per point. Mean latency of the policy / the best analytical controller "
+        "controllers interleaved per point (repeats in forward then reversed order). Mean latency of the policy / the best analytical controller "
         "at that point (< 1: the policy wins); the simulator's prediction of the same ratio beside it.",
         "",
         f"Live episodes per controller and point: {d.get('repeats', 1)} (averaged). Mean k of the policy "
@@ -340,6 +342,11 @@ def sim_to_real(d: dict) -> list[str]:
                    f"{m['points_at_most_1']}/{m['points']} | {m['sum_ratio_vs_best']:.3f} | {m['mean_ratio_vs_goodput']:.3f} |")  # fmt: skip
     out += ["", f"Target: {d['target']} - {'met' if d['holds'] else '**not met**'} on average, "
             f"{'met' if d['holds_every_point'] else 'not met'} at every point.", ""]  # fmt: skip
+    if d.get("repeat_spread_median") is not None:
+        out += [f"Noise: repeated live episodes of one controller on the same requests differ by "
+                f"{d['repeat_spread_median']:.1%} (median relative standard deviation); live steps took "
+                f"{d['step_time_vs_profile_mean']:.2f}x the time the profile predicts for the same "
+                "iterations.", ""]  # fmt: skip
     return out
 
 
