@@ -138,7 +138,7 @@ def profile_drift(ratio: float | None, profile: str, tolerance: float = 1.25) ->
     """A warning when the live engine's steps take more than `tolerance` times (or less than
     1/`tolerance` of) what the profile predicts for the same iterations: a fitted profile
     describes one host at one load, and a simulated figure from it is only as good as that
-    match (the same CPU image has measured 2.2x slower on another day)."""
+    match (this VM has measured 2.3x slower on another day)."""
     if tolerance <= 1.0:
         raise ValueError(f"tolerance: {tolerance!r} must be > 1")
     if ratio is None or 1.0 / tolerance <= ratio <= tolerance:
