@@ -24,7 +24,7 @@ from common import RESULTS, ROOT, write_result
 sys.path.insert(0, str(ROOT))
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
-from rlspec.calibration.sweep import SweepContext, Workload, offered_rate, rel_err  # noqa: E402
+from rlspec.calibration.sweep import SweepContext, Workload, mean_of_present, offered_rate, rel_err  # noqa: E402
 from rlspec.perf.profile import load_profile  # noqa: E402
 
 CONTROLLERS = ["static:0", "static:3", "goodput"]
@@ -67,11 +67,6 @@ def summarize(points: list[dict]) -> dict:
             "points": len(pts),
         }
     return out
-
-
-def _mean_present(values) -> float | None:
-    vals = [v for v in values if v is not None]
-    return statistics.fmean(vals) if vals else None
 
 
 def plot(points: list[dict], path: Path) -> None:
@@ -195,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "holds": holds,
         "other_load_cores_mean": statistics.fmean(loads) if loads else 0.0,
         "other_load_cores_max": max(loads) if loads else 0.0,
-        "step_time_vs_profile_mean": _mean_present(p["live"].get("step_time_vs_profile") for p in points),
+        "step_time_vs_profile_mean": mean_of_present(p["live"].get("step_time_vs_profile") for p in points),
         "rerun_log": ctx.log,
         "wall_s": round(time.perf_counter() - t0, 1),
         "plot": str(plot_path.relative_to(ROOT)),

@@ -29,7 +29,7 @@ from common import RESULTS, ROOT, write_result
 sys.path.insert(0, str(ROOT))
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
-from rlspec.calibration.sweep import SweepContext, Workload, offered_rate  # noqa: E402
+from rlspec.calibration.sweep import SweepContext, Workload, mean_of_present, offered_rate  # noqa: E402
 
 RUN_DIR = ROOT / "checkpoints" / "cpu-tiny-oracle-ppo"
 CONFIG = ROOT / "agents" / "ppo-oracle.yaml"
@@ -138,11 +138,10 @@ def evaluate_live(args: argparse.Namespace) -> int:
         # the engine's own noise: spread of repeated episodes of one controller on the same requests
         spread = [statistics.pstdev(m["mean_latency_runs_s"]) / statistics.fmean(m["mean_latency_runs_s"])
                   for p in pts for m in p[side].values() if len(m.get("mean_latency_runs_s", ())) > 1]  # fmt: skip
-        drift = [m["step_time_vs_profile"] for p in pts for m in p[side].values()
-                 if m.get("step_time_vs_profile") is not None]  # fmt: skip
         return {"mean_ratio_vs_best": statistics.fmean(r), "max_ratio_vs_best": max(r),
                 "repeat_spread_median": statistics.median(spread) if spread else None,
-                "step_time_vs_profile_mean": statistics.fmean(drift) if drift else None,
+                "step_time_vs_profile_mean": mean_of_present(m.get("step_time_vs_profile")
+                                                             for p in pts for m in p[side].values()),
                 "geomean_ratio_vs_best": statistics.geometric_mean(r),
                 "sum_ratio_vs_best": tot_pol / tot_best, "mean_ratio_vs_goodput": statistics.fmean(g),
                 "points_at_most_1": sum(x <= 1.0 for x in r), "points": len(r)}  # fmt: skip

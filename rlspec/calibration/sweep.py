@@ -15,7 +15,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,6 +220,13 @@ def _metrics(m: Any) -> dict[str, Any]:
 def _finite_mean(vals: Sequence[float]) -> float:
     good = [float(v) for v in vals if v is not None and not math.isnan(float(v))]
     return statistics.fmean(good) if good else float("nan")
+
+
+def mean_of_present(vals: Iterable[float | None]) -> float | None:
+    """Mean of the values that were measured (None where none was), e.g. the live-only
+    `step_time_vs_profile` of a sweep's episodes."""
+    good = [v for v in vals if v is not None]
+    return statistics.fmean(good) if good else None
 
 
 def rel_err(sim: float | None, live: float | None) -> float | None:

@@ -62,11 +62,11 @@ class VLLMBackend(Backend):
         if config.clock == "profile" and cost is None:
             raise ConfigError("vllm.clock: 'profile' needs a cost model (the scenario's profile)")
         self.config = config
-        self._cost = cost if config.clock == "profile" else None
-        # What the profile predicts for the iterations the engine really ran, beside their
-        # measured time: a profile fitted on another host (or under other load) shows up as
-        # a ratio far from 1 before anyone trusts a simulated figure.
-        self._reference = cost
+        # The cost model is the clock (clock: profile) or, with the wall clock, the reference
+        # the measured iterations are compared with: a profile fitted on another host (or
+        # under other load) shows up as a ratio far from 1 before anyone trusts a simulated figure.
+        self._cost = cost
+        self._profile_clock = config.clock == "profile"
         self.measured_busy_s = 0.0
         self.predicted_busy_s = 0.0
         self.k_max = config.k_max if config.speculative else 0
@@ -297,7 +297,7 @@ class VLLMBackend(Backend):
             else:
                 stall = self._reload(charge=True)
                 transition = DrafterState.LOADING
-            if self._cost is not None:
+            if self._profile_clock:
                 stall = self._cost.transfer_s
         resident = self._off is not None and self._off.resident
         k = self._want.k if resident else 0
@@ -323,12 +323,12 @@ class VLLMBackend(Backend):
                 ) from exc
             dt = time.perf_counter() - t0
             plan = sched.rlspec_last_plan
-            if self._reference is not None and plan is not None:
-                predicted = self._reference.iteration(plan.num_decode_reqs, k, plan.num_prefill_tokens,
+            if self._cost is not None and plan is not None:
+                predicted = self._cost.iteration(plan.num_decode_reqs, k, plan.num_prefill_tokens,
                                                       plan.num_context_tokens, resident)  # fmt: skip
                 self.measured_busy_s += dt
                 self.predicted_busy_s += predicted
-                if self._cost is not None:
+                if self._profile_clock:
                     dt = predicted
             if not resident and plan is not None:
                 stale = self._stale_from
