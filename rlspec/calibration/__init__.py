@@ -6,7 +6,8 @@ iterations into `IterationSample`s, fits the step-time coefficients with
 `rlspec.perf.fit.fit_step_time`, measures acceptance by draft position
 (`acceptance.py`) and drafter transfer times, and writes a `kind: fitted` profile
 (`profile_writer.py`) that `--profile` / a scenario's `profile:` accepts everywhere.
-`matching.py` builds the simulated twin of a live scenario for fidelity checks.
+`matching.py` builds the simulated twin of a live scenario for fidelity checks;
+`engine_speed.py` compares controllers across live episodes the host ran at different speeds.
 
 Importing this package does not import vLLM.
 """
