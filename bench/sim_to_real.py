@@ -1,7 +1,8 @@
 """Sim-to-real: a policy trained only in the calibrated simulator, on the live engine.
 
     python bench/sim_to_real.py train [--config agents/ppo-oracle.yaml]  # -> checkpoints/cpu-tiny-oracle-ppo/
-    python bench/sim_to_real.py eval [--wait-quiet 0.3]      # -> results/sim_to_real.json
+    python bench/sim_to_real.py eval [--wait-quiet 0.3]      # -> results/sim_to_real.json (+ .png)
+    python bench/sim_to_real.py plot                         # redraw the figure from the json
 
 `train` runs the agent config's training (default agents/ppo-oracle.yaml: the lookahead
 oracle distilled by DAgger, then PPO) on envs/distributions/cpu-tiny-train.yaml - simulator
@@ -11,7 +12,9 @@ simulation*, and exports the frozen policy.
 engine with the policy and every analytical controller (same requests, one engine,
 controllers interleaved per point, repeats in alternating order), and in the matched
 simulator for reference. The figure of merit is policy mean latency / best analytical
-controller's, per point.
+controller's, per point: raw, and with every episode moved to the point's mean engine speed
+(`rlspec.calibration.engine_speed`), since the host's speed changes between episodes by
+more than good controllers differ.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from common import RESULTS, ROOT, write_result
 sys.path.insert(0, str(ROOT))
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
+from rlspec.calibration.engine_speed import speed_adjusted  # noqa: E402
 from rlspec.calibration.sweep import SweepContext, Workload, mean_of_present, offered_rate  # noqa: E402
 
 RUN_DIR = ROOT / "checkpoints" / "cpu-tiny-oracle-ppo"
@@ -79,12 +83,52 @@ def _mean_runs(runs: list[dict]) -> dict:
     """Repeated live episodes of one controller on the same requests: their mean, and every
     run's mean latency (the engine's run-to-run spread is several percent on a shared CPU,
     as large as the differences between good controllers)."""
+    per_run = {"mean_latency_runs_s": [r["mean_latency_s"] for r in runs],
+               "step_time_vs_profile_runs": [r["step_time_vs_profile"] for r in runs]}  # fmt: skip
     if len(runs) == 1:
-        return {**runs[0], "mean_latency_runs_s": [runs[0]["mean_latency_s"]]}
+        return {**runs[0], **per_run}
     out = {k: (statistics.fmean(r[k] for r in runs)
                if all(isinstance(r[k], int | float) and not isinstance(r[k], bool) for r in runs) else runs[-1][k])
            for k in runs[0]}  # fmt: skip
-    return {**out, "mean_latency_runs_s": [r["mean_latency_s"] for r in runs]}
+    return {**out, **per_run}
+
+
+def plot_speed(d: dict, path: Path) -> None:
+    """Every live episode's mean latency against the engine's speed in it, per point: the
+    noise the speed adjustment removes, and the shared slope it fits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = d["points"]
+    cols = max(1, (len(pts) + 1) // 2)
+    fig, axes = plt.subplots(2, cols, figsize=(3.6 * cols, 7), squeeze=False)
+    colors = {c: f"C{i}" for i, c in enumerate(d["controllers"])}
+    for ax, p in zip(axes.flat, pts, strict=False):
+        for c in d["controllers"]:
+            m = p["live"][c]
+            style = {"marker": "*", "s": 140, "zorder": 3} if c == "policy" else {"marker": "o", "s": 30}
+            ax.scatter(m["step_time_vs_profile_runs"], m["mean_latency_runs_s"], color=colors[c], label=c, **style)
+        sp = p.get("live_speed")
+        if sp:
+            lo = min(x for m in p["live"].values() for x in m["step_time_vs_profile_runs"])
+            hi = max(x for m in p["live"].values() for x in m["step_time_vs_profile_runs"])
+            ref, lat = sp["mean_step_time_vs_profile"], sp["mean_latency_s"]["policy"]
+            xs = [lo + (hi - lo) * t / 20 for t in range(21)]
+            ax.plot(xs, [lat * (x / ref) ** sp["slope"] for x in xs], "--", color=colors["policy"], lw=1,
+                    label=f"policy, slope {sp['slope']:.2f}")  # fmt: skip
+        ax.set_title(f"{p['workload']} {p['knob']}={p['value']:g}", fontsize=10)
+        ax.set_xlabel("step time / profile's")
+        ax.set_ylabel("mean latency (s)")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    for ax in list(axes.flat)[len(pts):]:
+        ax.set_visible(False)
+    fig.suptitle("Live episodes: latency follows the host's speed (one point per episode)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def evaluate_live(args: argparse.Namespace) -> int:
@@ -116,44 +160,72 @@ def evaluate_live(args: argparse.Namespace) -> int:
                     live = {n: _mean_runs(rs) for n, rs in runs.items()}
                 pt = {"workload": w.name, "knob": w.knob, "value": v, "offered_rate": offered_rate(sc),
                       "live": live, "sim": sim}  # fmt: skip
-                for side in ("live", "sim"):
-                    lat = {c: m["mean_latency_s"] for c, m in pt[side].items()}
+                adj = None if ctx.live is None else speed_adjusted(
+                    {c: m["mean_latency_runs_s"] for c, m in live.items()},
+                    {c: m["step_time_vs_profile_runs"] for c, m in live.items()})  # fmt: skip
+                sides = {"live": {c: m["mean_latency_s"] for c, m in live.items()},
+                         "sim": {c: m["mean_latency_s"] for c, m in sim.items()}}  # fmt: skip
+                if adj is not None:
+                    pt["live_speed"] = {"slope": adj.slope, "r2": adj.r2, "mean_step_time_vs_profile": adj.mean_speed,
+                                        "mean_latency_s": adj.latency_s}  # fmt: skip
+                    sides["live_adjusted"] = adj.latency_s
+                for side, lat in sides.items():
                     best = min(ANALYTICAL, key=lambda c: lat[c])
                     pt[f"{side}_best_analytical"] = best
                     pt[f"{side}_policy_vs_best"] = lat["policy"] / lat[best]
                     pt[f"{side}_policy_vs_goodput"] = lat["policy"] / lat["goodput"]
                 points.append(pt)
+                adjusted = "" if adj is None else (
+                    f"; speed-adjusted {pt['live_adjusted_policy_vs_best']:.3f}x vs "
+                    f"{pt['live_adjusted_best_analytical']} (slope {adj.slope:.2f}, r2 {adj.r2:.2f})")  # fmt: skip
                 print(f"{w.name} {w.knob}={v:g}: live policy {live['policy']['mean_latency_s']:.3f} s, best "
                       f"{pt['live_best_analytical']} {live[pt['live_best_analytical']]['mean_latency_s']:.3f} s "
-                      f"-> {pt['live_policy_vs_best']:.3f}x (vs goodput {pt['live_policy_vs_goodput']:.3f}x); "
+                      f"-> {pt['live_policy_vs_best']:.3f}x (vs goodput {pt['live_policy_vs_goodput']:.3f}x){adjusted}; "
                       f"sim {pt['sim_policy_vs_best']:.3f}x", flush=True)  # fmt: skip
     finally:
         ctx.close()
 
+    def latencies(p, side):
+        if side == "live_adjusted":
+            return p["live_speed"]["mean_latency_s"]
+        return {c: m["mean_latency_s"] for c, m in p[side].items()}
+
     def agg(pts, side):
         r = [p[f"{side}_policy_vs_best"] for p in pts]
         g = [p[f"{side}_policy_vs_goodput"] for p in pts]
-        tot_pol = sum(p[side]["policy"]["mean_latency_s"] for p in pts)
-        tot_best = sum(p[side][p[f"{side}_best_analytical"]]["mean_latency_s"] for p in pts)
-        # the engine's own noise: spread of repeated episodes of one controller on the same requests
-        spread = [statistics.pstdev(m["mean_latency_runs_s"]) / statistics.fmean(m["mean_latency_runs_s"])
-                  for p in pts for m in p[side].values() if len(m.get("mean_latency_runs_s", ())) > 1]  # fmt: skip
-        return {"mean_ratio_vs_best": statistics.fmean(r), "max_ratio_vs_best": max(r),
-                "repeat_spread_median": statistics.median(spread) if spread else None,
-                "step_time_vs_profile_mean": mean_of_present(m.get("step_time_vs_profile")
-                                                             for p in pts for m in p[side].values()),
-                "geomean_ratio_vs_best": statistics.geometric_mean(r),
-                "sum_ratio_vs_best": tot_pol / tot_best, "mean_ratio_vs_goodput": statistics.fmean(g),
-                "points_at_most_1": sum(x <= 1.0 for x in r), "points": len(r)}  # fmt: skip
+        tot_pol = sum(latencies(p, side)["policy"] for p in pts)
+        tot_best = sum(latencies(p, side)[p[f"{side}_best_analytical"]] for p in pts)
+        out = {"mean_ratio_vs_best": statistics.fmean(r), "max_ratio_vs_best": max(r),
+               "geomean_ratio_vs_best": statistics.geometric_mean(r),
+               "sum_ratio_vs_best": tot_pol / tot_best, "mean_ratio_vs_goodput": statistics.fmean(g),
+               "points_at_most_1": sum(x <= 1.0 for x in r), "points": len(r)}  # fmt: skip
+        if side == "live" and not args.sim_only:
+            # the engine's own noise: spread of repeated episodes of one controller on the same requests
+            spread = [statistics.pstdev(m["mean_latency_runs_s"]) / statistics.fmean(m["mean_latency_runs_s"])
+                      for p in pts for m in p[side].values() if len(m["mean_latency_runs_s"]) > 1]  # fmt: skip
+            out["repeat_spread_median"] = statistics.median(spread) if spread else None
+            out["step_time_vs_profile_mean"] = mean_of_present(m["step_time_vs_profile"]
+                                                               for p in pts for m in p[side].values())  # fmt: skip
+            # does any controller run the engine off its profile more than the others? (the
+            # speed adjustment assumes not): its mean step-time ratio over the point's mean
+            out["speed_vs_point_mean"] = {c: statistics.fmean(
+                p["live"][c]["step_time_vs_profile"] / statistics.fmean(m["step_time_vs_profile"] for m in p["live"].values())
+                for p in pts) for c in pts[0]["live"]}  # fmt: skip
+        if side == "live_adjusted":
+            out["slope_median"] = statistics.median(p["live_speed"]["slope"] for p in pts)
+            out["r2_median"] = statistics.median(p["live_speed"]["r2"] for p in pts)
+        return out
 
+    sides = ["live", "sim"] + (["live_adjusted"] if all("live_speed" in p for p in points) else [])
     summary = {}
     for scope in ["all", *dict.fromkeys(p["workload"] for p in points)]:
         pts = points if scope == "all" else [p for p in points if p["workload"] == scope]
-        summary[scope] = {"live": agg(pts, "live"), "sim": agg(pts, "sim")}
+        summary[scope] = {side: agg(pts, side) for side in sides}
     s = summary["all"]["live"]
     if args.sim_only:
         print(json.dumps(summary, indent=1))
         return 0
+    a = summary["all"].get("live_adjusted")
     loads = [m.get("other_load_cores", 0.0) for p in points for m in p["live"].values()]
     write_result("sim_to_real", {
         "policy": str(Path(args.policy).resolve().relative_to(ROOT)),
@@ -170,6 +242,12 @@ def evaluate_live(args: argparse.Namespace) -> int:
         "holds_every_point": s["max_ratio_vs_best"] <= 1.0,
         "repeat_spread_median": s["repeat_spread_median"],
         "step_time_vs_profile_mean": s["step_time_vs_profile_mean"],
+        "speed_adjusted": None if a is None else {
+            "how": "each live episode moved to the point's mean engine speed (rlspec.calibration.engine_speed)",
+            "mean_ratio_vs_best": a["mean_ratio_vs_best"], "max_ratio_vs_best": a["max_ratio_vs_best"],
+            "sum_ratio_vs_best": a["sum_ratio_vs_best"], "mean_ratio_vs_goodput": a["mean_ratio_vs_goodput"],
+            "points_at_most_1": a["points_at_most_1"], "holds": a["mean_ratio_vs_best"] <= 1.0,
+            "slope_median": a["slope_median"], "r2_median": a["r2_median"]},
         "summary": summary,
         "other_load_cores_mean": statistics.fmean(loads) if loads else 0.0,
         "rerun_log": ctx.log,
@@ -178,11 +256,17 @@ def evaluate_live(args: argparse.Namespace) -> int:
         "wall_s": round(time.perf_counter() - t0, 1),
         "points": points,
     })  # fmt: skip
+    if a is not None:
+        plot_speed(json.loads((RESULTS / "sim_to_real.json").read_text()), RESULTS / "sim_to_real.png")
     print(f"live: policy / best analytical mean latency = {s['mean_ratio_vs_best']:.3f}x on average, "
           f"worst {s['max_ratio_vs_best']:.3f}x, {s['points_at_most_1']}/{s['points']} points <= 1.00x; "
           f"vs goodput {s['mean_ratio_vs_goodput']:.3f}x; repeated episodes spread "
           f"{s['repeat_spread_median'] or 0:.1%} (median); live steps "
           f"{s['step_time_vs_profile_mean'] or 0:.2f}x the profile's")  # fmt: skip
+    if a is not None:
+        print(f"speed-adjusted: {a['mean_ratio_vs_best']:.3f}x on average, worst {a['max_ratio_vs_best']:.3f}x, "
+              f"{a['points_at_most_1']}/{a['points']} points <= 1.00x; vs goodput {a['mean_ratio_vs_goodput']:.3f}x "
+              f"(speed explains {a['r2_median']:.0%} of the repeats' variance, median)")  # fmt: skip
     return 0
 
 
@@ -206,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--sim-only", action="store_true")
     e.add_argument("--repeats", type=int, default=1,
                    help="live episodes per controller and point, averaged (same requests)")  # fmt: skip
+    sub.add_parser("plot", help="redraw results/sim_to_real.png from results/sim_to_real.json")
     args = ap.parse_args(argv)
+    if args.cmd == "plot":
+        plot_speed(json.loads((RESULTS / "sim_to_real.json").read_text()), RESULTS / "sim_to_real.png")
+        return 0
     if args.cmd == "train":
         over = {k: v for k, v in (("learning_rate", args.learning_rate), ("ent_coef", args.ent_coef),
                                   ("clip_range", args.clip_range)) if v is not None}  # fmt: skip
