@@ -93,6 +93,14 @@ def _mean_runs(runs: list[dict]) -> dict:
     return {**out, **per_run}
 
 
+def _latencies(pt: dict, side: str) -> dict[str, float]:
+    """Mean latency per controller at a point: `live`, `sim`, or `live_adjusted` (live at
+    the point's mean engine speed)."""
+    if side == "live_adjusted":
+        return pt["live_speed"]["mean_latency_s"]
+    return {c: m["mean_latency_s"] for c, m in pt[side].items()}
+
+
 def plot_speed(d: dict, path: Path) -> None:
     """Every live episode's mean latency against the engine's speed in it, per point: the
     noise the speed adjustment removes, and the shared slope it fits."""
@@ -163,13 +171,11 @@ def evaluate_live(args: argparse.Namespace) -> int:
                 adj = None if ctx.live is None else speed_adjusted(
                     {c: m["mean_latency_runs_s"] for c, m in live.items()},
                     {c: m["step_time_vs_profile_runs"] for c, m in live.items()})  # fmt: skip
-                sides = {"live": {c: m["mean_latency_s"] for c, m in live.items()},
-                         "sim": {c: m["mean_latency_s"] for c, m in sim.items()}}  # fmt: skip
                 if adj is not None:
                     pt["live_speed"] = {"slope": adj.slope, "r2": adj.r2, "mean_step_time_vs_profile": adj.mean_speed,
                                         "mean_latency_s": adj.latency_s}  # fmt: skip
-                    sides["live_adjusted"] = adj.latency_s
-                for side, lat in sides.items():
+                for side in ("live", "sim", *(["live_adjusted"] if adj is not None else [])):
+                    lat = _latencies(pt, side)
                     best = min(ANALYTICAL, key=lambda c: lat[c])
                     pt[f"{side}_best_analytical"] = best
                     pt[f"{side}_policy_vs_best"] = lat["policy"] / lat[best]
@@ -185,16 +191,11 @@ def evaluate_live(args: argparse.Namespace) -> int:
     finally:
         ctx.close()
 
-    def latencies(p, side):
-        if side == "live_adjusted":
-            return p["live_speed"]["mean_latency_s"]
-        return {c: m["mean_latency_s"] for c, m in p[side].items()}
-
     def agg(pts, side):
         r = [p[f"{side}_policy_vs_best"] for p in pts]
         g = [p[f"{side}_policy_vs_goodput"] for p in pts]
-        tot_pol = sum(latencies(p, side)["policy"] for p in pts)
-        tot_best = sum(latencies(p, side)[p[f"{side}_best_analytical"]] for p in pts)
+        tot_pol = sum(_latencies(p, side)["policy"] for p in pts)
+        tot_best = sum(_latencies(p, side)[p[f"{side}_best_analytical"]] for p in pts)
         out = {"mean_ratio_vs_best": statistics.fmean(r), "max_ratio_vs_best": max(r),
                "geomean_ratio_vs_best": statistics.geometric_mean(r),
                "sum_ratio_vs_best": tot_pol / tot_best, "mean_ratio_vs_goodput": statistics.fmean(g),
