@@ -32,3 +32,16 @@ def make_sim(h100):
         return Simulator(h100, EngineConfig(**engine), AcceptanceConfig(mean=acceptance), seed=seed)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tmp_path_factory):
+    """(target_dir, draft_dir) of the small test pair (TEST_SPEC) for the live-vLLM tests,
+    built once per session."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    from rlspec.engines.tiny_models import TEST_SPEC, build_from_spec
+
+    out = tmp_path_factory.mktemp("tiny_pair")
+    target, draft = build_from_spec(out, TEST_SPEC)
+    return str(target), str(draft)

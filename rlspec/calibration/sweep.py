@@ -72,6 +72,7 @@ class SweepContext:
     num_kv_blocks: int
     acceptance: AcceptanceConfig | None
     live: Any = None  # VLLMBackend (None: simulation only)
+    together: Any = None  # InterleavedEngines: engines that run several controllers at once
     quiet: float | None = None  # CPU cores others may use during a live episode
     quiet_timeout_s: float = 120.0
     retries: int = 6
@@ -81,8 +82,10 @@ class SweepContext:
     drift_tolerance: float = 1.25  # live / profile step time beyond which a run is flagged
 
     @classmethod
-    def open(cls, scenario: Scenario, profile: str | Path, live: bool = True, **kw: Any) -> SweepContext:
-        """Start the live engine of `scenario` (if `live`) and read its KV pool."""
+    def open(cls, scenario: Scenario, profile: str | Path, live: bool = True, engines: int = 1,
+             **kw: Any) -> SweepContext:  # fmt: skip
+        """Start the live engine of `scenario` (if `live`; `engines` > 1: that many, run in
+        turns by `run_live_together`) and read its KV pool."""
         from rlspec.perf.profile import load_profile
 
         prof = load_profile(profile)
@@ -90,6 +93,12 @@ class SweepContext:
         if not live:
             return cls(Path(profile).resolve(), kw.pop("block_size", 128),
                        kw.pop("num_kv_blocks", 232), acc, None, **kw)  # fmt: skip
+        if engines > 1:
+            from rlspec.calibration.interleave import InterleavedEngines
+
+            together = InterleavedEngines(scenario, engines)
+            return cls(Path(profile).resolve(), together.facts.block_size, together.facts.usable_blocks,
+                       acc, None, together=together, **kw)  # fmt: skip
         backend = make_backend(scenario, "vllm")
         from rlspec.calibration.live import engine_facts
 
@@ -97,9 +106,11 @@ class SweepContext:
         return cls(Path(profile).resolve(), facts.block_size, facts.usable_blocks, acc, backend, **kw)
 
     def close(self) -> None:
-        if self.live is not None:
-            self.live.close()
-            self.live = None
+        for name in ("live", "together"):
+            engine = getattr(self, name)
+            if engine is not None:
+                engine.close()
+                setattr(self, name, None)
 
     def match(self, scenario: Scenario) -> Scenario:
         return matched_scenario(
@@ -137,15 +148,49 @@ class SweepContext:
             if self.quiet is None or load.cores <= self.quiet or last:
                 break
             self.log.append(f"re-run {scenario.name} {controller}: others used {load.cores:.2f} cores")
-        ratio = extra["step_time_vs_profile"]
+        self._check_drift(scenario, controller, extra["step_time_vs_profile"])
+        return {**_metrics(m), **extra, "other_load_cores": round(load.cores, 3),
+                "attempts": attempt + 1, "waited_s": round(waited, 1),
+                "wall_s": round(time.perf_counter() - t0, 2)}  # fmt: skip
+
+    def run_live_together(self, scenario: Scenario, controllers: Sequence[str],
+                          seed: int | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+        """One live episode per controller, the engines taking turns one iteration at a time
+        (`interleave.py`), so every controller meets the host at the same speed. With `quiet`
+        set: wait for a quiet CPU first and re-run the group if other processes used more than
+        `quiet` cores meanwhile (up to `retries` times; the last try is kept either way)."""
+        from rlspec.calibration.interleave import Job
+        from rlspec.calibration.quiet import wait_quiet
+
+        if self.together is None:
+            raise RuntimeError("run_live_together needs SweepContext.open(..., engines > 1)")
+        if len(set(controllers)) != len(controllers):
+            raise ValueError(f"controllers: {list(controllers)} repeats a controller")
+        seed = scenario.seed if seed is None else seed
+        jobs = [Job(scenario, c, seed) for c in controllers]
+        waited = 0.0
+        for attempt in range(self.retries + 1):
+            if self.quiet is not None:
+                waited += wait_quiet(self.quiet, self.quiet_timeout_s)
+            t0 = time.perf_counter()
+            results, others = self.together.run(jobs, self.baselines)
+            if self.quiet is None or others <= self.quiet or attempt == self.retries:
+                break
+            self.log.append(f"re-run {scenario.name} {'+'.join(controllers)}: others used {others:.2f} cores")
+        wall = round(time.perf_counter() - t0, 2)
+        out = {}
+        for c, (m, extra) in zip(controllers, results, strict=True):
+            self._check_drift(scenario, c, extra["step_time_vs_profile"])
+            out[c] = {**_metrics(m), **extra, "other_load_cores": round(others, 3), "attempts": attempt + 1,
+                      "waited_s": round(waited, 1), "wall_s": wall, "together": list(controllers)}  # fmt: skip
+        return out
+
+    def _check_drift(self, scenario: Scenario, controller: str, ratio: float | None) -> None:
         warning = profile_drift(ratio, self.profile.stem, self.drift_tolerance)
         if warning:
             if not any(line.startswith("profile drift") for line in self.log):
                 log.warning(warning)
             self.log.append(f"profile drift {scenario.name} {controller}: steps {ratio:.2f}x the profile's")
-        return {**_metrics(m), **extra, "other_load_cores": round(load.cores, 3),
-                "attempts": attempt + 1, "waited_s": round(waited, 1),
-                "wall_s": round(time.perf_counter() - t0, 2)}  # fmt: skip
 
     def run_sim(self, scenario: Scenario, controller: str, seed: int | None = None) -> dict[str, Any]:
         seed = scenario.seed if seed is None else seed

@@ -18,18 +18,8 @@ from rlspec.perf.step_time import StepTimeModel  # noqa: E402
 pytestmark = pytest.mark.vllm
 
 
-@pytest.fixture(scope="module")
-def test_pair(tmp_path_factory):
-    pytest.importorskip("transformers")
-    from rlspec.engines.tiny_models import TEST_SPEC, build_from_spec
-
-    out = tmp_path_factory.mktemp("calib_pair")
-    target, draft = build_from_spec(out, TEST_SPEC)
-    return str(target), str(draft)
-
-
-def test_quick_calibration_writes_a_loadable_profile(test_pair, tmp_path, capsys):
-    target, draft = test_pair
+def test_quick_calibration_writes_a_loadable_profile(tiny_pair, tmp_path, capsys):
+    target, draft = tiny_pair
     p = argparse.ArgumentParser()
     add_arguments(p)
     out = tmp_path / "cpu-test.yaml"

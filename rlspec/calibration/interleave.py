@@ -1,0 +1,285 @@
+"""Live episodes of several controllers run together, one engine iteration at a time.
+
+On a shared VM the host's speed moves by tens of percent from one minute to the next, and
+near saturation the queue turns that into larger latency swings than good controllers
+differ by: episodes run one after another mostly rank which controller drew the fast host.
+Here every controller gets its own engine (one worker process each, same engine config)
+and the engines take turns: one iteration of engine 1, then one of engine 2, ... Each
+backend's clock advances only by its own measured step times (DESIGN.md section 5), so a
+turn spent waiting costs nothing, while every engine meets the host at the same speed to
+within one round of turns (a few hundred ms). Only one engine computes at a time; a turn
+also holds the controller's decision after its step, so no worker competes with another's.
+
+Each engine holds its own KV pool and weights (~6 GB for the tiny pair once its pool has
+been written), which bounds how many run at once: the pool refuses to start more engines
+than the host's free memory holds, and `bench/sim_to_real.py` runs groups of controllers
+that each include the policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import os
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rlspec.calibration.quiet import OtherLoad
+from rlspec.engines.base import Backend
+
+
+@dataclass(frozen=True)
+class Job:
+    """One live episode: the scenario's requests (drawn with `seed`) under `controller`."""
+
+    scenario: Any  # Scenario (matched to the engine)
+    controller: str
+    seed: int
+
+
+class _TakeTurns(Backend):
+    """Backend wrapper that hands the CPU to the coordinator before every iteration.
+
+    Every message a worker sends answers exactly one "go": a turn runs from a "go" to the
+    next `step()` call ("turn"), the episode's end ("done") or a failure ("error")."""
+
+    def __init__(self, inner: Any, conn: Any) -> None:
+        self.inner = inner
+        self.k_max = inner.k_max
+        self._conn = conn
+        self.turns = 0
+
+    def __getattr__(self, name: str) -> Any:  # step_time_vs_profile, ...
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def wait_turn(self) -> None:
+        msg = self._conn.recv()
+        if msg != "go":
+            raise RuntimeError(f"interleave worker: expected 'go', got {msg!r}")
+        self.turns += 1
+
+    def start(self, requests: Any) -> Any:
+        return self.inner.start(requests)
+
+    def set_action(self, action: Any) -> None:
+        self.inner.set_action(action)
+
+    def step(self) -> Any:
+        self._conn.send(("turn", None))
+        self.wait_turn()
+        return self.inner.step()
+
+    @property
+    def finished(self) -> bool:
+        return self.inner.finished
+
+    def records(self) -> list:
+        return self.inner.records()
+
+
+def _worker(conn: Any, scenario: Any, blocktime_ms: int) -> None:
+    """Worker process: one live engine; runs the episodes it is sent, taking turns."""
+    # Intel OpenMP's threads spin for KMP_BLOCKTIME after a parallel region (200 ms by
+    # default): a finished engine's threads would compete with the next engine's step
+    # (measured: steps 1.28x slower in pairs). vLLM's own CPU workers use 5 ms.
+    os.environ["KMP_BLOCKTIME"] = str(blocktime_ms)
+    try:
+        import rlspec.engines.vllm  # noqa: F401  (Intel OpenMP before vLLM)
+        from rlspec.calibration.live import engine_facts
+        from rlspec.calibration.matching import tallied_episode
+        from rlspec.control.registry import make_controller
+        from rlspec.engines.factory import make_backend
+
+        backend = make_backend(scenario, "vllm")
+        facts = engine_facts(backend)
+    except BaseException:  # noqa: BLE001 - reported to the coordinator, which raises
+        conn.send(("error", traceback.format_exc()))
+        return
+    conn.send(("ready", facts))
+    try:
+        while True:
+            msg = conn.recv()
+            if msg is None:
+                break
+            job, baselines = msg
+            wrapped = _TakeTurns(backend, conn)
+            wrapped.wait_turn()
+            try:
+                m, extra = tallied_episode(wrapped, make_controller(job.controller, baselines),
+                                           job.scenario.requests(job.seed), job.scenario)  # fmt: skip
+            except BaseException:  # noqa: BLE001
+                conn.send(("error", traceback.format_exc()))
+                continue
+            conn.send(("done", (m, {**extra, "turns": wrapped.turns})))
+    finally:
+        backend.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (0 where /proc is unavailable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            line = next(x for x in fh if x.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1]) * 1024
+
+
+def _mem_available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            line = next(x for x in fh if x.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1]) * 1024
+
+
+class InterleavedEngines:
+    """`n` live engines in worker processes, driven in turns by `run(jobs)`."""
+
+    def __init__(self, scenario: Any, n: int, blocktime_ms: int = 5, start_timeout_s: float = 600.0) -> None:
+        if n < 1:
+            raise ValueError(f"n: {n!r} engines, must be >= 1")
+        if blocktime_ms < 0:
+            raise ValueError(f"blocktime_ms: {blocktime_ms!r}, must be >= 0")
+        self.blocktime_ms = blocktime_ms
+        self._mp = mp.get_context("spawn")
+        self._conns: list[Any] = []
+        self._procs: list[Any] = []
+        try:
+            # vLLM sizes a CPU engine's KV pool from the memory free when it starts, so engines
+            # started side by side would get different pools: the first one's size is pinned
+            # for the rest.
+            self.facts = self._start([scenario], start_timeout_s)[0]
+            if n > 1:
+                self._check_memory(n)
+                live = scenario.live
+                if live is not None and live.kv_cache_memory_bytes is None:
+                    pool_bytes = self.facts.num_gpu_blocks * self.facts.kv_bytes_per_block
+                    scenario = scenario.replace(
+                        live=dataclasses.replace(live, kv_cache_memory_bytes=pool_bytes))
+                facts = [self.facts, *self._start([scenario] * (n - 1), start_timeout_s)]
+                shapes = {(f.num_gpu_blocks, f.block_size, f.holdback_blocks) for f in facts}
+                if len(shapes) > 1:
+                    raise RuntimeError(
+                        f"interleaved engines differ in KV pool (blocks, block size, held back): {shapes}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_memory(self, n: int) -> None:
+        """Refuse before the OOM killer does: each engine grows to its startup size plus the
+        part of its KV pool not yet written (bounded here by the whole pool)."""
+        pool_bytes = self.facts.num_gpu_blocks * self.facts.kv_bytes_per_block
+        rss, free = _rss_bytes(self._procs[0].pid), _mem_available_bytes()
+        if rss is None or free is None:
+            return
+        need = (n - 1) * (rss + pool_bytes) + pool_bytes
+        if need > free:
+            raise MemoryError(
+                f"{n} engines need ~{need / 2**30:.1f} GiB more ({rss / 2**30:.1f} GiB each at startup "
+                f"+ a {pool_bytes / 2**30:.1f} GiB KV pool), {free / 2**30:.1f} GiB is available; "
+                f"run fewer at once")
+
+    def _start(self, scenarios: Sequence[Any], timeout_s: float) -> list[Any]:
+        first = len(self._conns)
+        for sc in scenarios:
+            parent, child = self._mp.Pipe()
+            p = self._mp.Process(target=_worker, args=(child, sc, self.blocktime_ms), daemon=True)
+            p.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(p)
+        facts = []
+        for i in range(first, len(self._conns)):
+            kind, payload = self._recv(i, timeout_s)
+            if kind != "ready":
+                raise RuntimeError(f"interleaved engine {i} failed to start:\n{payload}")
+            facts.append(payload)
+        return facts
+
+    @property
+    def size(self) -> int:
+        return len(self._conns)
+
+    def _recv(self, i: int, timeout_s: float) -> tuple[str, Any]:
+        conn = self._conns[i]
+        if not conn.poll(timeout_s):
+            raise RuntimeError(f"interleaved engine {i} did not answer within {timeout_s:.0f} s")
+        try:
+            return conn.recv()
+        except EOFError as exc:
+            raise RuntimeError(f"interleaved engine {i} (pid {self._procs[i].pid}) died") from exc
+
+    def run(self, jobs: Sequence[Job], baselines: Any = None,
+            turn_timeout_s: float = 600.0) -> tuple[list[tuple[Any, dict]], float]:  # fmt: skip
+        """Run `jobs` together (one engine each), round-robin one iteration per turn.
+
+        Between turns the coordinator waits out the OpenMP block time, so the last engine's
+        threads are asleep before the next engine computes. Returns each job's
+        (EpisodeMetrics, extra) in job order, and the CPU cores that processes other than
+        the coordinator and its engines used meanwhile."""
+        gap_s = (self.blocktime_ms + 1) / 1000 if len(jobs) > 1 else 0.0
+        if not 1 <= len(jobs) <= self.size:
+            raise ValueError(f"jobs: {len(jobs)} given, this pool runs 1..{self.size} at once")
+        active = list(range(len(jobs)))
+        for i in active:
+            self._conns[i].send((jobs[i], baselines))
+        results: list[Any] = [None] * len(jobs)
+        errors: list[str] = []
+        pids = [self._procs[i].pid for i in active]
+        own0 = [_cpu_seconds(p) for p in pids]
+        with OtherLoad() as load:
+            while active:
+                for i in list(active):
+                    self._conns[i].send("go")
+                    kind, payload = self._recv(i, turn_timeout_s)
+                    time.sleep(gap_s)
+                    if kind == "turn":
+                        continue
+                    active.remove(i)
+                    if kind == "done":
+                        results[i] = payload
+                    else:
+                        errors.append(f"job {i} ({jobs[i].controller}):\n{payload}")
+            engines_s = sum(_cpu_seconds(p) - c for p, c in zip(pids, own0, strict=True))
+        if errors:
+            raise RuntimeError("interleaved episode failed: " + "\n".join(errors))
+        others = max(load.cores - engines_s / load.wall_s, 0.0) if load.wall_s > 0 else 0.0
+        return results, others
+
+    def close(self) -> None:
+        """Stop the workers (each shuts its engine down); safe to call twice."""
+        for c in self._conns:
+            try:
+                c.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+        deadline = time.monotonic() + 60
+        for p in self._procs:
+            p.join(max(deadline - time.monotonic(), 0.1))
+            if p.is_alive():
+                p.kill()
+        for c in self._conns:
+            c.close()
+        self._conns, self._procs = [], []
+
+    def __enter__(self) -> InterleavedEngines:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

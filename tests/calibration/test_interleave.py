@@ -1,0 +1,86 @@
+"""Live engines taking turns (`rlspec.calibration.interleave`), with the small test pair.
+
+With the profile clock a live episode replays identically, so running beside another
+engine must change nothing an episode reports: the check that turns only share the host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import rlspec.engines.vllm  # noqa: F401  (Intel OpenMP before vLLM)
+
+pytest.importorskip("vllm")
+
+from rlspec.calibration.interleave import InterleavedEngines, Job  # noqa: E402
+from rlspec.scenario import load_scenario  # noqa: E402
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="module")
+def scenario(tiny_pair, tmp_path_factory):
+    target, draft = tiny_pair
+    path = Path(tmp_path_factory.mktemp("interleave")) / "live.yaml"
+    # No kv_cache_memory_bytes: the pool's size comes from free memory, which the engines
+    # started second see differently; the pool pins the first one's size for the rest.
+    path.write_text(yaml.safe_dump({
+        "profile": "h100-llama8b-1b",
+        "engine": {"max_num_seqs": 8, "max_num_batched_tokens": 512, "k_max": 4, "num_kv_blocks": 2000},
+        "live": {"model": target, "draft_model": draft, "max_model_len": 512, "clock": "profile",
+                 "gpu_memory_utilization": 0.06, "block_size": 32, "dtype": "float32"},
+        "workload": {"kind": "poisson", "rate": 20.0, "duration_s": 1.0,
+                     "prompt": {"dist": "uniform", "low": 8, "high": 64},
+                     "output": {"dist": "uniform", "low": 4, "high": 24}},
+        "decision_interval": 2,
+    }))  # fmt: skip
+    return load_scenario(path)
+
+
+@pytest.fixture(scope="module")
+def pool(scenario):
+    with InterleavedEngines(scenario, 2) as p:
+        yield p
+
+
+def _summary(result):
+    m, extra = result
+    return (m.as_dict(), extra["iterations"], extra["drafted"], extra["accepted"])
+
+
+def test_running_beside_another_engine_changes_nothing_an_episode_reports(pool, scenario):
+    n = len(scenario.requests(scenario.seed))
+    (solo,), others = pool.run([Job(scenario, "goodput", scenario.seed)])
+    assert others >= 0.0
+    together, _ = pool.run([Job(scenario, "goodput", scenario.seed), Job(scenario, "static:0", scenario.seed)])
+    (alone0,), _ = pool.run([Job(scenario, "static:0", scenario.seed)])
+    twin, _ = pool.run([Job(scenario, "goodput", scenario.seed), Job(scenario, "goodput", scenario.seed)])
+
+    assert solo[0].completed == n and solo[1]["drafted"] > 0
+    # same episode alone, beside another controller, and on either engine
+    assert _summary(together[0]) == _summary(solo)
+    assert _summary(twin[0]) == _summary(twin[1]) == _summary(solo)
+    assert _summary(together[1]) == _summary(alone0)
+    assert together[1][1]["drafted"] == 0
+    # every iteration waited for its turn
+    for _m, extra in (*together, *twin):
+        assert extra["turns"] >= extra["iterations"] + 1
+
+
+def test_errors_name_the_job_and_leave_the_pool_usable(pool, scenario):
+    with pytest.raises(ValueError, match="runs 1..2 at once"):
+        pool.run([Job(scenario, "goodput", 0)] * 3)
+    with pytest.raises(RuntimeError, match=r"job 1 \(no-such-controller\)"):
+        pool.run([Job(scenario, "static:1", 0), Job(scenario, "no-such-controller", 0)])
+    (ok,), _ = pool.run([Job(scenario, "static:1", scenario.seed)])
+    assert ok[0].completed == len(scenario.requests(scenario.seed))
+
+
+def test_bad_sizes_are_refused_before_any_engine_starts(scenario):
+    with pytest.raises(ValueError, match="n: 0"):
+        InterleavedEngines(scenario, 0)
+    with pytest.raises(ValueError, match="blocktime_ms"):
+        InterleavedEngines(scenario, 1, blocktime_ms=-1)
