@@ -308,20 +308,31 @@ def fidelity(d: dict) -> list[str]:
 
 def sim_to_real(d: dict) -> list[str]:
     adj = d.get("speed_adjusted")
+    pr = d.get("paired")
     out = [
         "## A policy trained only in the calibrated simulator, on the live engine (`bench/sim_to_real.py`)",
         "",
         _env(d),
         "",
-        f"Policy `{d['policy']}` ({d['trained_on']}). Live engine, same requests for every controller, "
-        "controllers interleaved per point (repeats in forward then reversed order). Mean latency of the policy / the best analytical controller "
+        f"Policy `{d['policy']}` ({d['trained_on']}). Live engine, same requests for every controller"
+        + (", controllers one after another per point (repeats in forward then reversed order)" if pr is None else "")
+        + ". Mean latency of the policy / the best analytical controller "
         "at that point (< 1: the policy wins); the simulator's prediction of the same ratio beside it.",
         "",
-        f"Live episodes per controller and point: {d.get('repeats', 1)} (averaged). Mean k of the policy "
+        f"Live episodes per controller and point: {d.get('repeats', 1)}"
+        + ("" if pr is None else f" (the policy's: {d.get('repeats', 1) * len(pr['groups'])}, one beside each group)")
+        + " (averaged). Mean k of the policy "
         "and of goodput beside the ratios: where they are equal the two made the same decisions, and "
         "the latency difference is the engine's run-to-run noise.",
         "",
     ]
+    if pr is not None:
+        out += [f"*Paired*: {d['engines']} live engines (same config and KV pool) take turns one iteration at a time "
+                "(`rlspec.calibration.interleave`); each engine's clock counts only its own steps, so every controller "
+                "in a group meets the host at the same speed. Groups: "
+                + "; ".join(" + ".join(g) for g in pr["groups"])
+                + ". Policy / controller is taken from the episodes they ran together, and the best analytical "
+                "controller is the one the policy compares worst against.", ""]  # fmt: skip
     if adj is not None:
         out += ["The host's speed changes between episodes (each episode's measured step time over the profile's "
                 "prediction for the same iterations), and near saturation the queue multiplies it. *Speed-adjusted*: "
@@ -329,6 +340,9 @@ def sim_to_real(d: dict) -> list[str]:
                 "all controllers (`rlspec.calibration.engine_speed`); the raw figures stay beside it.", ""]  # fmt: skip
     head = "| workload | load | best analytical (live) | its mean s | policy mean s | policy / best (live) | policy / goodput (live) |"
     rule = "|---|---|---|---|---|---|---|"
+    if pr is not None:
+        head += " policy / best (paired) | its best |"
+        rule += "---|---|"
     if adj is not None:
         head += " policy / best (speed-adjusted) | its best | speed explains |"
         rule += "---|---|---|"
@@ -338,6 +352,8 @@ def sim_to_real(d: dict) -> list[str]:
         pol, gp = p["live"]["policy"], p["live"]["goodput"]
         row = (f"| {p['workload']} | {p['offered_rate']:.2f} req/s | {b} | {p['live'][b]['mean_latency_s']:.2f} | "
                f"{pol['mean_latency_s']:.2f} | **{p['live_policy_vs_best']:.3f}** | {p['live_policy_vs_goodput']:.3f} |")  # fmt: skip
+        if pr is not None:
+            row += f" **{p['live_paired_policy_vs_best']:.3f}** | {p['live_paired_best_analytical']} |"
         if adj is not None:
             row += (f" **{p['live_adjusted_policy_vs_best']:.3f}** | {p['live_adjusted_best_analytical']} | "
                     f"{p['live_speed']['r2']:.0%} |")  # fmt: skip
@@ -348,15 +364,20 @@ def sim_to_real(d: dict) -> list[str]:
         "| | mean ratio vs best | worst point | points <= 1.00 | ratio of summed latencies | mean ratio vs goodput |",
         "|---|---|---|---|---|---|",
     ]
-    for side in ("live", "live_adjusted", "sim"):
+    labels = {"live": "live", "live_paired": "live, paired", "live_adjusted": "live, speed-adjusted", "sim": "sim"}
+    for side, label in labels.items():
         if side not in s:
             continue
         m = s[side]
-        out.append(f"| {side.replace('_', ', speed-')} | **{m['mean_ratio_vs_best']:.3f}** | {m['max_ratio_vs_best']:.3f} | "
+        out.append(f"| {label} | **{m['mean_ratio_vs_best']:.3f}** | {m['max_ratio_vs_best']:.3f} | "
                    f"{m['points_at_most_1']}/{m['points']} | {m['sum_ratio_vs_best']:.3f} | {m['mean_ratio_vs_goodput']:.3f} |")  # fmt: skip
     out += ["", f"Target: {d['target']} - {'met' if d['holds'] else '**not met**'} on average, "
             f"{'met' if d['holds_every_point'] else 'not met'} at every point (raw)"
+            + ("" if pr is None else f"; paired {'met' if pr['holds'] else '**not met**'} on average, "
+               f"{'met' if pr['holds_every_point'] else 'not met'} at every point")
             + ("." if adj is None else f"; speed-adjusted {'met' if adj['holds'] else '**not met**'} on average."), ""]  # fmt: skip
+    if pr is not None:
+        out += ["![policy / each analytical controller, paired](results/sim_to_real_paired.png)", ""]
     if d.get("repeat_spread_median") is not None:
         out += [f"Noise: repeated live episodes of one controller on the same requests differ by "
                 f"{d['repeat_spread_median']:.1%} (median relative standard deviation); live steps took "

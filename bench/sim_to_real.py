@@ -2,19 +2,22 @@
 
     python bench/sim_to_real.py train [--config agents/ppo-oracle.yaml]  # -> checkpoints/cpu-tiny-oracle-ppo/
     python bench/sim_to_real.py eval [--wait-quiet 0.3]      # -> results/sim_to_real.json (+ .png)
-    python bench/sim_to_real.py plot                         # redraw the figure from the json
+    python bench/sim_to_real.py plot                         # redraw the figures from the json
 
 `train` runs the agent config's training (default agents/ppo-oracle.yaml: the lookahead
 oracle distilled by DAgger, then PPO) on envs/distributions/cpu-tiny-train.yaml - simulator
 only, profile cpu-tiny - evaluating against the baselines on the live scenarios *in
 simulation*, and exports the frozen policy.
 `eval` serves the Poisson and Azure-code workloads at several load levels on the LIVE
-engine with the policy and every analytical controller (same requests, one engine,
-controllers interleaved per point, repeats in alternating order), and in the matched
-simulator for reference. The figure of merit is policy mean latency / best analytical
-controller's, per point: raw, and with every episode moved to the point's mean engine speed
-(`rlspec.calibration.engine_speed`), since the host's speed changes between episodes by
-more than good controllers differ.
+engine with the policy and every analytical controller (same requests), and in the matched
+simulator for reference. The host's speed changes between episodes by more than good
+controllers differ, so by default (`--engines 3`) the controllers run side by side: three
+engines take turns one iteration at a time (`rlspec.calibration.interleave`), the policy
+beside each group of two analytical controllers, and policy / controller comes from the
+episodes they ran together (*paired*). The figure of merit is policy mean latency / best
+analytical controller's, per point: raw (means over all episodes), paired, and with every
+episode moved to the point's mean engine speed (`rlspec.calibration.engine_speed`).
+`--engines 1` runs the controllers one after another on one engine instead.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ CONFIG = ROOT / "agents" / "ppo-oracle.yaml"
 DISTRIBUTION = ROOT / "envs" / "distributions" / "cpu-tiny-train.yaml"
 LIVE_SCENARIOS = [ROOT / "envs/live/tiny-poisson.yaml", ROOT / "envs/live/tiny-azure-code.yaml"]
 ANALYTICAL = ["static:0", "static:3", "goodput", "latency-model", "nightjar", "batch-table"]
+# The KV pool of the engine cpu-tiny was calibrated on (the profile's sources.kv_cache: 279
+# blocks of 8,912,896 B): vLLM sizes a CPU pool from the memory free at startup otherwise.
+KV_POOL_BYTES = 279 * 8_912_896
 WORKLOADS = [
     # light load to past saturation (~2 req/s of Poisson chat on this host); the Azure
     # code trace's long prompts queue at every replay speed
@@ -93,11 +99,35 @@ def _mean_runs(runs: list[dict]) -> dict:
     return {**out, **per_run}
 
 
+def analytical_groups(engines: int) -> list[list[str]]:
+    """The analytical controllers in groups of `engines - 1`: each group runs beside the policy."""
+    if engines < 2:
+        raise ValueError(f"--engines: {engines} runs no controller beside the policy; use 1 (sequential) or >= 2")
+    n = engines - 1
+    return [ANALYTICAL[i:i + n] for i in range(0, len(ANALYTICAL), n)]
+
+
+def _paired(group_runs: list[dict[str, float]]) -> dict:
+    """Policy / controller from episodes run together: per controller, the policy's mean
+    latency over the groups it shared with that controller over the controller's. Latencies
+    are expressed on the policy's overall mean, so the smallest is the paired best."""
+    pol_all = statistics.fmean(g["policy"] for g in group_runs)
+    ratio = {}
+    for c in dict.fromkeys(c for g in group_runs for c in g if c != "policy"):
+        shared = [g for g in group_runs if c in g]
+        ratio[c] = statistics.fmean(g["policy"] for g in shared) / statistics.fmean(g[c] for g in shared)
+    return {"policy_vs": ratio,
+            "mean_latency_s": {"policy": pol_all, **{c: pol_all / r for c, r in ratio.items()}}}  # fmt: skip
+
+
 def _latencies(pt: dict, side: str) -> dict[str, float]:
-    """Mean latency per controller at a point: `live`, `sim`, or `live_adjusted` (live at
-    the point's mean engine speed)."""
+    """Mean latency per controller at a point: `live`, `sim`, `live_adjusted` (live at the
+    point's mean engine speed) or `live_paired` (each controller scaled by the policy's
+    latency in the episodes it ran beside, so policy / controller is their paired ratio)."""
     if side == "live_adjusted":
         return pt["live_speed"]["mean_latency_s"]
+    if side == "live_paired":
+        return pt["live_paired"]["mean_latency_s"]
     return {c: m["mean_latency_s"] for c, m in pt[side].items()}
 
 
@@ -139,13 +169,52 @@ def plot_speed(d: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_paired(d: dict, path: Path) -> None:
+    """Policy / each analytical controller from the episodes they ran together, per point:
+    below 1 the policy was faster beside that controller."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = d["points"]
+    labels = [f"{p['workload']}\n{p['knob']}={p['value']:g}" for p in pts]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(pts)), 4.2))
+    for i, c in enumerate(ANALYTICAL):
+        ys = [p["live_paired"]["policy_vs"][c] for p in pts]
+        ax.plot(range(len(pts)), ys, marker="o", ls="", color=f"C{i + 1}", label=c)
+    worst = [p["live_paired_policy_vs_best"] for p in pts]
+    ax.plot(range(len(pts)), worst, marker="_", ms=22, mew=2, ls="", color="k", label="vs best (worst pair)")
+    ax.axhline(1.0, color="grey", lw=1)
+    ax.set_xticks(range(len(pts)), labels, fontsize=8)
+    ax.set_ylabel("policy / controller mean latency")
+    ax.set_ylim(min(0.9, min(worst) - 0.02), min(1.15, max(1.05, max(worst) + 0.02)))
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, ncol=4)
+    ax.set_title("Live, paired: the policy beside each analytical controller (engines in turns)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_all(d: dict) -> None:
+    plot_speed(d, RESULTS / "sim_to_real.png")
+    if all("live_paired" in p for p in d["points"]):
+        plot_paired(d, RESULTS / "sim_to_real_paired.png")
+
+
 def evaluate_live(args: argparse.Namespace) -> int:
     policy = f"policy:{Path(args.policy).resolve()}"
     controllers = [policy, *ANALYTICAL]
     chosen = [Workload(w.name, w.scenario, w.knob, w.values, args.requests) for w in WORKLOADS
               if w.name in args.workloads.split(",")]  # fmt: skip
-    ctx = SweepContext.open(chosen[0].variant(chosen[0].values[0]), ROOT / "rlspec/perf/profiles/cpu-tiny.yaml",
-                            live=not args.sim_only, quiet=args.wait_quiet, sim_seeds=args.sim_seeds)  # fmt: skip
+    if args.engines > 1:
+        analytical_groups(args.engines)  # validate before the engines start
+    first = chosen[0].variant(chosen[0].values[0])
+    first = first.replace(live=dataclasses.replace(first.live, kv_cache_memory_bytes=KV_POOL_BYTES))
+    ctx = SweepContext.open(first, ROOT / "rlspec/perf/profiles/cpu-tiny.yaml",
+                            live=not args.sim_only, engines=args.engines, quiet=args.wait_quiet,
+                            sim_seeds=args.sim_seeds)  # fmt: skip
     t0 = time.perf_counter()
     points = []
     try:
@@ -156,37 +225,58 @@ def evaluate_live(args: argparse.Namespace) -> int:
                 order = controllers[rot:] + controllers[:rot]
                 names = {c: "policy" if c == policy else c for c in order}
                 sim = {names[c]: ctx.run_sim(sc, c) for c in order}
-                if ctx.live is None:
+                paired = None
+                if ctx.live is None and ctx.together is None:
                     live = dict(sim)
+                elif ctx.together is not None:
+                    # The policy runs beside every group of analytical controllers, the engines
+                    # taking turns per iteration: each comparison is made at one host speed.
+                    runs = {names[c]: [] for c in order}
+                    groups = [[policy, *[c for c in order if c in g]] for g in analytical_groups(args.engines)]
+                    paired_runs = []
+                    for r in range(args.repeats):
+                        for g in groups if r % 2 == 0 else groups[::-1]:
+                            together = ctx.run_live_together(sc, g)
+                            for c, m in together.items():
+                                runs[names[c]].append(m)
+                            paired_runs.append({names[c]: m["mean_latency_s"] for c, m in together.items()})
+                    live = {n: _mean_runs(rs) for n, rs in runs.items()}
+                    paired = _paired(paired_runs)
                 else:
                     # Repeats alternate forward and reversed order (A B C, C B A): the host's
                     # speed drifts over minutes, and this cancels a linear drift in each mean.
-                    runs: dict[str, list[dict]] = {names[c]: [] for c in order}
+                    runs = {names[c]: [] for c in order}
                     for r in range(args.repeats):
                         for c in order if r % 2 == 0 else order[::-1]:
                             runs[names[c]].append(ctx.run_live(sc, c))
                     live = {n: _mean_runs(rs) for n, rs in runs.items()}
                 pt = {"workload": w.name, "knob": w.knob, "value": v, "offered_rate": offered_rate(sc),
                       "live": live, "sim": sim}  # fmt: skip
-                adj = None if ctx.live is None else speed_adjusted(
+                if paired is not None:
+                    pt["live_paired"] = paired
+                is_live = ctx.live is not None or ctx.together is not None
+                adj = None if not is_live else speed_adjusted(
                     {c: m["mean_latency_runs_s"] for c, m in live.items()},
                     {c: m["step_time_vs_profile_runs"] for c, m in live.items()})  # fmt: skip
                 if adj is not None:
                     pt["live_speed"] = {"slope": adj.slope, "r2": adj.r2, "mean_step_time_vs_profile": adj.mean_speed,
                                         "mean_latency_s": adj.latency_s}  # fmt: skip
-                for side in ("live", "sim", *(["live_adjusted"] if adj is not None else [])):
+                for side in ("live", "sim", *(["live_paired"] if paired is not None else []),
+                             *(["live_adjusted"] if adj is not None else [])):  # fmt: skip
                     lat = _latencies(pt, side)
                     best = min(ANALYTICAL, key=lambda c: lat[c])
                     pt[f"{side}_best_analytical"] = best
                     pt[f"{side}_policy_vs_best"] = lat["policy"] / lat[best]
                     pt[f"{side}_policy_vs_goodput"] = lat["policy"] / lat["goodput"]
                 points.append(pt)
+                together = "" if paired is None else (
+                    f"; paired {pt['live_paired_policy_vs_best']:.3f}x vs {pt['live_paired_best_analytical']}")
                 adjusted = "" if adj is None else (
                     f"; speed-adjusted {pt['live_adjusted_policy_vs_best']:.3f}x vs "
                     f"{pt['live_adjusted_best_analytical']} (slope {adj.slope:.2f}, r2 {adj.r2:.2f})")  # fmt: skip
                 print(f"{w.name} {w.knob}={v:g}: live policy {live['policy']['mean_latency_s']:.3f} s, best "
                       f"{pt['live_best_analytical']} {live[pt['live_best_analytical']]['mean_latency_s']:.3f} s "
-                      f"-> {pt['live_policy_vs_best']:.3f}x (vs goodput {pt['live_policy_vs_goodput']:.3f}x){adjusted}; "
+                      f"-> {pt['live_policy_vs_best']:.3f}x (vs goodput {pt['live_policy_vs_goodput']:.3f}x){together}{adjusted}; "
                       f"sim {pt['sim_policy_vs_best']:.3f}x", flush=True)  # fmt: skip
     finally:
         ctx.close()
@@ -217,7 +307,8 @@ def evaluate_live(args: argparse.Namespace) -> int:
             out["r2_median"] = statistics.median(p["live_speed"]["r2"] for p in pts)
         return out
 
-    sides = ["live", "sim"] + (["live_adjusted"] if all("live_speed" in p for p in points) else [])
+    sides = ["live", "sim", *(["live_paired"] if all("live_paired" in p for p in points) else []),
+             *(["live_adjusted"] if all("live_speed" in p for p in points) else [])]  # fmt: skip
     summary = {}
     for scope in ["all", *dict.fromkeys(p["workload"] for p in points)]:
         pts = points if scope == "all" else [p for p in points if p["workload"] == scope]
@@ -227,6 +318,7 @@ def evaluate_live(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=1))
         return 0
     a = summary["all"].get("live_adjusted")
+    pr = summary["all"].get("live_paired")
     loads = [m.get("other_load_cores", 0.0) for p in points for m in p["live"].values()]
     write_result("sim_to_real", {
         "policy": str(Path(args.policy).resolve().relative_to(ROOT)),
@@ -243,6 +335,16 @@ def evaluate_live(args: argparse.Namespace) -> int:
         "holds_every_point": s["max_ratio_vs_best"] <= 1.0,
         "repeat_spread_median": s["repeat_spread_median"],
         "step_time_vs_profile_mean": s["step_time_vs_profile_mean"],
+        "engines": args.engines,
+        "paired": None if pr is None else {
+            "how": (f"{args.engines} live engines taking turns one iteration at a time "
+                    "(rlspec.calibration.interleave): the policy beside each group of analytical controllers, "
+                    "policy / controller from the episodes they ran together"),
+            "groups": [["policy", *g] for g in analytical_groups(args.engines)],
+            "mean_ratio_vs_best": pr["mean_ratio_vs_best"], "max_ratio_vs_best": pr["max_ratio_vs_best"],
+            "sum_ratio_vs_best": pr["sum_ratio_vs_best"], "mean_ratio_vs_goodput": pr["mean_ratio_vs_goodput"],
+            "points_at_most_1": pr["points_at_most_1"], "holds": pr["mean_ratio_vs_best"] <= 1.0,
+            "holds_every_point": pr["max_ratio_vs_best"] <= 1.0},
         "speed_adjusted": None if a is None else {
             "how": "each live episode moved to the point's mean engine speed (rlspec.calibration.engine_speed)",
             "mean_ratio_vs_best": a["mean_ratio_vs_best"], "max_ratio_vs_best": a["max_ratio_vs_best"],
@@ -258,12 +360,16 @@ def evaluate_live(args: argparse.Namespace) -> int:
         "points": points,
     })  # fmt: skip
     if a is not None:
-        plot_speed(json.loads((RESULTS / "sim_to_real.json").read_text()), RESULTS / "sim_to_real.png")
+        plot_all(json.loads((RESULTS / "sim_to_real.json").read_text()))
     print(f"live: policy / best analytical mean latency = {s['mean_ratio_vs_best']:.3f}x on average, "
           f"worst {s['max_ratio_vs_best']:.3f}x, {s['points_at_most_1']}/{s['points']} points <= 1.00x; "
           f"vs goodput {s['mean_ratio_vs_goodput']:.3f}x; repeated episodes spread "
           f"{s['repeat_spread_median'] or 0:.1%} (median); live steps "
           f"{s['step_time_vs_profile_mean'] or 0:.2f}x the profile's")  # fmt: skip
+    if pr is not None:
+        print(f"paired (engines in turns): {pr['mean_ratio_vs_best']:.3f}x on average, worst "
+              f"{pr['max_ratio_vs_best']:.3f}x, {pr['points_at_most_1']}/{pr['points']} points <= 1.00x; "
+              f"vs goodput {pr['mean_ratio_vs_goodput']:.3f}x")  # fmt: skip
     if a is not None:
         print(f"speed-adjusted: {a['mean_ratio_vs_best']:.3f}x on average, worst {a['max_ratio_vs_best']:.3f}x, "
               f"{a['points_at_most_1']}/{a['points']} points <= 1.00x; vs goodput {a['mean_ratio_vs_goodput']:.3f}x "
@@ -289,12 +395,16 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--wait-quiet", type=float, default=None, metavar="CORES")
     e.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
     e.add_argument("--sim-only", action="store_true")
+    e.add_argument("--engines", type=int, default=3,
+                   help="live engines run in turns per iteration: the policy beside groups of engines-1 "
+                        "analytical controllers (~6 GB each for the tiny pair); 1: one engine, "
+                        "controllers one after another")  # fmt: skip
     e.add_argument("--repeats", type=int, default=1,
                    help="live episodes per controller and point, averaged (same requests)")  # fmt: skip
-    sub.add_parser("plot", help="redraw results/sim_to_real.png from results/sim_to_real.json")
+    sub.add_parser("plot", help="redraw results/sim_to_real*.png from results/sim_to_real.json")
     args = ap.parse_args(argv)
     if args.cmd == "plot":
-        plot_speed(json.loads((RESULTS / "sim_to_real.json").read_text()), RESULTS / "sim_to_real.png")
+        plot_all(json.loads((RESULTS / "sim_to_real.json").read_text()))
         return 0
     if args.cmd == "train":
         over = {k: v for k, v in (("learning_rate", args.learning_rate), ("ent_coef", args.ent_coef),
