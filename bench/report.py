@@ -376,6 +376,11 @@ def sim_to_real(d: dict) -> list[str]:
             + ("" if pr is None else f"; paired {'met' if pr['holds'] else '**not met**'} on average, "
                f"{'met' if pr['holds_every_point'] else 'not met'} at every point")
             + ("." if adj is None else f"; speed-adjusted {'met' if adj['holds'] else '**not met**'} on average."), ""]  # fmt: skip
+    if pr is not None and adj is not None and d.get("repeats", 1) == 1:
+        slopes = [p["live_speed"]["slope"] for p in d["points"]]
+        out += ["With one episode per analytical controller, the speed adjustment rests on the policy's episodes "
+                f"beside the groups alone (slopes {min(slopes):.1f} to {max(slopes):.1f} here): the paired figure is "
+                "the measurement.", ""]  # fmt: skip
     if pr is not None:
         out += ["![policy / each analytical controller, paired](results/sim_to_real_paired.png)", ""]
     if d.get("repeat_spread_median") is not None:
