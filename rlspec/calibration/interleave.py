@@ -120,16 +120,6 @@ def _worker(conn: Any, scenario: Any, blocktime_ms: int) -> None:
         backend.close()
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process `pid` (0 where /proc is unavailable)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _rss_bytes(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as fh:
@@ -241,9 +231,7 @@ class InterleavedEngines:
             self._conns[i].send((jobs[i], baselines))
         results: list[Any] = [None] * len(jobs)
         errors: list[str] = []
-        pids = [self._procs[i].pid for i in active]
-        own0 = [_cpu_seconds(p) for p in pids]
-        with OtherLoad() as load:
+        with OtherLoad(exclude_pids=tuple(self._procs[i].pid for i in active)) as load:
             while active:
                 for i in list(active):
                     self._conns[i].send("go")
@@ -256,11 +244,9 @@ class InterleavedEngines:
                         results[i] = payload
                     else:
                         errors.append(f"job {i} ({jobs[i].controller}):\n{payload}")
-            engines_s = sum(_cpu_seconds(p) - c for p, c in zip(pids, own0, strict=True))
         if errors:
             raise RuntimeError("interleaved episode failed: " + "\n".join(errors))
-        others = max(load.cores - engines_s / load.wall_s, 0.0) if load.wall_s > 0 else 0.0
-        return results, others
+        return results, load.cores
 
     def close(self) -> None:
         """Stop the workers (each shuts its engine down); safe to call twice."""

@@ -33,19 +33,34 @@ def _own_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-class OtherLoad:
-    """Context manager: `.cores` = mean CPU cores other processes used inside the block."""
+def _process_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (0 where /proc is unavailable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _HZ
 
-    def __init__(self) -> None:
+
+class OtherLoad:
+    """Context manager: `.cores` = mean CPU cores other processes used inside the block
+    (other than this one and `exclude_pids`, e.g. the engines it drives in workers)."""
+
+    def __init__(self, exclude_pids: tuple[int, ...] = ()) -> None:
         self.cores = 0.0
         self.wall_s = 0.0
+        self._pids = tuple(exclude_pids)
+
+    def _ours(self) -> float:
+        return _own_seconds() + sum(_process_seconds(p) for p in self._pids)
 
     def __enter__(self) -> OtherLoad:
-        self._b0, self._o0, self._t0 = _busy_seconds(), _own_seconds(), time.monotonic()
+        self._b0, self._o0, self._t0 = _busy_seconds(), self._ours(), time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        b1, o1, t1 = _busy_seconds(), _own_seconds(), time.monotonic()
+        b1, o1, t1 = _busy_seconds(), self._ours(), time.monotonic()
         self.wall_s = t1 - self._t0
         if self._b0 is None or b1 is None or self.wall_s <= 0:
             self.cores = 0.0
