@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rlspec.calibration.matching import Tally
 from rlspec.calibration.quiet import OtherLoad
-from rlspec.engines.base import Backend
 
 
 @dataclass(frozen=True)
@@ -40,22 +40,16 @@ class Job:
     seed: int
 
 
-class _TakeTurns(Backend):
-    """Backend wrapper that hands the CPU to the coordinator before every iteration.
+class _TakeTurns(Tally):
+    """The episode's Tally, handing the CPU to the coordinator before every iteration.
 
     Every message a worker sends answers exactly one "go": a turn runs from a "go" to the
     next `step()` call ("turn"), the episode's end ("done") or a failure ("error")."""
 
     def __init__(self, inner: Any, conn: Any) -> None:
-        self.inner = inner
-        self.k_max = inner.k_max
+        super().__init__(inner)
         self._conn = conn
         self.turns = 0
-
-    def __getattr__(self, name: str) -> Any:  # step_time_vs_profile, ...
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def wait_turn(self) -> None:
         msg = self._conn.recv()
@@ -63,23 +57,10 @@ class _TakeTurns(Backend):
             raise RuntimeError(f"interleave worker: expected 'go', got {msg!r}")
         self.turns += 1
 
-    def start(self, requests: Any) -> Any:
-        return self.inner.start(requests)
-
-    def set_action(self, action: Any) -> None:
-        self.inner.set_action(action)
-
     def step(self) -> Any:
         self._conn.send(("turn", None))
         self.wait_turn()
-        return self.inner.step()
-
-    @property
-    def finished(self) -> bool:
-        return self.inner.finished
-
-    def records(self) -> list:
-        return self.inner.records()
+        return super().step()
 
 
 def _worker(conn: Any, scenario: Any, blocktime_ms: int) -> None:
@@ -120,19 +101,11 @@ def _worker(conn: Any, scenario: Any, blocktime_ms: int) -> None:
         backend.close()
 
 
-def _rss_bytes(pid: int) -> int | None:
+def _proc_kb(path: str, key: str) -> int | None:
+    """A `key: N kB` line of a /proc file in bytes (None where /proc is unavailable)."""
     try:
-        with open(f"/proc/{pid}/status") as fh:
-            line = next(x for x in fh if x.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        return None
-    return int(line.split()[1]) * 1024
-
-
-def _mem_available_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as fh:
-            line = next(x for x in fh if x.startswith("MemAvailable:"))
+        with open(path) as fh:
+            line = next(x for x in fh if x.startswith(key + ":"))
     except (OSError, StopIteration):
         return None
     return int(line.split()[1]) * 1024
@@ -159,9 +132,8 @@ class InterleavedEngines:
                 self._check_memory(n)
                 live = scenario.live
                 if live is not None and live.kv_cache_memory_bytes is None:
-                    pool_bytes = self.facts.num_gpu_blocks * self.facts.kv_bytes_per_block
                     scenario = scenario.replace(
-                        live=dataclasses.replace(live, kv_cache_memory_bytes=pool_bytes))
+                        live=dataclasses.replace(live, kv_cache_memory_bytes=self.facts.pool_bytes))
                 facts = [self.facts, *self._start([scenario] * (n - 1), start_timeout_s)]
                 shapes = {(f.num_gpu_blocks, f.block_size, f.holdback_blocks) for f in facts}
                 if len(shapes) > 1:
@@ -174,8 +146,9 @@ class InterleavedEngines:
     def _check_memory(self, n: int) -> None:
         """Refuse before the OOM killer does: each engine grows to its startup size plus the
         part of its KV pool not yet written (bounded here by the whole pool)."""
-        pool_bytes = self.facts.num_gpu_blocks * self.facts.kv_bytes_per_block
-        rss, free = _rss_bytes(self._procs[0].pid), _mem_available_bytes()
+        pool_bytes = self.facts.pool_bytes
+        rss = _proc_kb(f"/proc/{self._procs[0].pid}/status", "VmRSS")
+        free = _proc_kb("/proc/meminfo", "MemAvailable")
         if rss is None or free is None:
             return
         need = (n - 1) * (rss + pool_bytes) + pool_bytes

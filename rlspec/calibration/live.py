@@ -39,6 +39,11 @@ class EngineFacts:
         """Blocks requests can use with the drafter offloaded (= sim `num_kv_blocks`)."""
         return self.num_gpu_blocks - 1
 
+    @property
+    def pool_bytes(self) -> int:
+        """The KV pool's size (`kv_cache_memory_bytes` that rebuilds this pool)."""
+        return self.num_gpu_blocks * self.kv_bytes_per_block
+
 
 @dataclass
 class LiveMeasurement:
