@@ -18,6 +18,7 @@ import numpy as np
 from rlspec.config import ConfigError, check_range, from_dict, load_yaml
 from rlspec.perf.acceptance import AcceptanceConfig
 from rlspec.perf.profile import Profile, load_profile
+from rlspec.perf.step_time import SpeedDrift
 from rlspec.sim.config import EngineConfig
 from rlspec.workload import Request, WorkloadConfig, generate
 
@@ -72,6 +73,9 @@ class Scenario:
     slo: SLOConfig = field(default_factory=SLOConfig)
     live: LiveEngineConfig | None = None  # the real engine for `--backend vllm`
     decision_interval: int = 8  # engine iterations per controller decision
+    # How the simulated engine's speed departs from `profile` (controllers still see the
+    # profile): training distributions randomise it; evaluation scenarios leave it at none.
+    speed_drift: SpeedDrift = field(default_factory=SpeedDrift)
     seed: int = 0
     base_dir: str = ""  # directory relative paths resolve against (set by `load_scenario`)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rlspec.config import ConfigError
 from rlspec.engines.base import Backend
+from rlspec.perf.step_time import NO_DRIFT
 from rlspec.scenario import Scenario
 
 BACKENDS = ("sim", "vllm")
@@ -14,8 +15,14 @@ def make_backend(scenario: Scenario, kind: str = "sim", seed: int | None = None)
     if kind == "sim":
         from rlspec.sim.simulator import Simulator
 
-        return Simulator(scenario.load_profile(), scenario.engine, scenario.acceptance, seed=seed)
+        return Simulator(scenario.load_profile(), scenario.engine, scenario.acceptance, seed=seed,
+                         drift=scenario.speed_drift)
     if kind == "vllm":
+        if scenario.speed_drift != NO_DRIFT:
+            raise ConfigError(
+                f"scenario {scenario.name!r}: speed_drift applies to the simulator; the live "
+                "engine runs at its own speed (remove speed_drift for --backend vllm)"
+            )
         return _live_backend(scenario, seed)
     raise ConfigError(f"--backend: unknown {kind!r}; allowed: {list(BACKENDS)}")
 

@@ -1,7 +1,7 @@
 """Training scenarios sampled from a distribution declared in YAML (`envs/distributions/`).
 
 A policy that has only seen one load level learns that level; one trained across rates,
-burstiness, acceptance, lengths and memory sizes learns the mechanism. Each reset draws
+burstiness, acceptance, lengths, memory sizes and host speed learns the mechanism. Each reset draws
 one scenario: a workload template chosen by weight with every `[lo, hi]` range sampled
 uniformly, on top of a base scenario that fixes the profile, engine and SLOs. The shipped
 evaluation scenarios (`envs/*.yaml`) and `envs/held-out/` are never sampled.
@@ -18,6 +18,7 @@ import numpy as np
 
 from rlspec.config import ConfigError, check_range, from_dict, load_yaml
 from rlspec.perf.acceptance import AcceptanceConfig
+from rlspec.perf.step_time import SpeedDrift
 from rlspec.scenario import Scenario, load_scenario
 from rlspec.workload import LengthConfig, WorkloadConfig
 
@@ -46,6 +47,9 @@ class ScenarioDistribution:
     output_mean: Range = field(default_factory=lambda: [128.0, 384.0])
     acceptance_mean: Range = field(default_factory=lambda: [0.5, 0.9])
     gpu_memory_utilization: Range = field(default_factory=lambda: [0.35, 0.9])
+    # SpeedDrift field -> [lo, hi]: the simulated host's departure from the profile (domain
+    # randomisation); fields left out keep the base scenario's value.
+    speed_drift: dict[str, Range] = field(default_factory=dict)
     base_dir: str = ""
 
     def __post_init__(self) -> None:
@@ -54,6 +58,11 @@ class ScenarioDistribution:
         for name in ("duration_s", "prompt_mean", "output_mean", "acceptance_mean",
                      "gpu_memory_utilization"):  # fmt: skip
             _check_range_pair(name, getattr(self, name))
+        allowed = list(SpeedDrift.__dataclass_fields__)
+        for name, r in self.speed_drift.items():
+            if name not in allowed:
+                raise ConfigError(f"speed_drift.{name}: unknown field; allowed: {allowed}")
+            _check_range_pair(f"speed_drift.{name}", r)
 
     def sample(self, rng: np.random.Generator) -> Scenario:
         base = self._base()
@@ -76,8 +85,14 @@ class ScenarioDistribution:
         engine = dataclasses.replace(
             base.engine, gpu_memory_utilization=_draw(rng, self.gpu_memory_utilization)
         )
+        drift = base.speed_drift
+        if self.speed_drift:  # drawn only when asked, so older distributions sample as before
+            drift = dataclasses.replace(
+                drift, **{k: _draw(rng, r) for k, r in self.speed_drift.items()}
+            )
         return base.replace(
-            name=f"{self.name}:{t.kind}", workload=workload, acceptance=acceptance, engine=engine
+            name=f"{self.name}:{t.kind}", workload=workload, acceptance=acceptance, engine=engine,
+            speed_drift=drift,
         )
 
     def _base(self) -> Scenario:
@@ -99,9 +114,29 @@ def _draw(rng: np.random.Generator, r: Range | float) -> float:
     return float(rng.uniform(r[0], r[1])) if r[1] > r[0] else float(r[0])
 
 
+def _resolved_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The file's keys over those of the distribution it `extends:` (a path relative to it),
+    with the parent's relative `base:` re-anchored so it still names the same scenario."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path.name}: extends: cycle through {[p.name for p in seen]}")
+    data = load_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    parent_path = path.parent / parent
+    if not parent_path.is_file():
+        raise ConfigError(f"{path.name}: extends: no distribution file {parent_path}")
+    inherited = _resolved_yaml(parent_path, (*seen, path))
+    base = inherited.get("base")
+    if isinstance(base, str) and Path(base).suffix and not Path(base).is_absolute():
+        inherited["base"] = str(parent_path.parent / base)
+    return {**inherited, **data}
+
+
 def load_distribution(path: str | Path) -> ScenarioDistribution:
     path = Path(path)
-    data = load_yaml(path)
+    data = _resolved_yaml(path)
     data["base_dir"] = str(path.resolve().parent)
     dist = from_dict(ScenarioDistribution, data, f"distribution[{path.name}]")
     # Fail now, not at the first reset, if a template names a bad field or range.

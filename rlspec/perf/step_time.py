@@ -10,17 +10,49 @@ Each pass is roofline-bound: weights and KV streamed from memory vs GEMM FLOPs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from rlspec.config import check_range
 from rlspec.perf.profile import Profile
+
+
+@dataclass(frozen=True)
+class SpeedDrift:
+    """How far a simulated engine's speed departs from the profile its controllers know.
+
+    A profile is fitted once, on one host, on one day. Live, the engine it describes ran
+    1.1-1.3x slower beside other work, and by a fixed ~10 ms more per iteration with three
+    engines taking turns (cold caches, sleeping OpenMP threads), and its drafter terms carry
+    15-22% standard error (notes/calibration.md). A policy trained on the one exact profile
+    banks on those errors; training across drifts (domain randomisation, sampled by
+    `ScenarioDistribution.speed_drift`) makes it read the host from what it observes. Only
+    the simulator's clock drifts: controllers, features and the oracle's rivals keep the
+    profile. The default is no drift.
+    """
+
+    scale: float = 1.0  # every pass and drafter transfer takes this times the profile's time
+    draft_scale: float = 1.0  # drafter passes, on top of `scale`
+    overhead_s: float = 0.0  # added to every busy iteration
+
+    def __post_init__(self) -> None:
+        check_range("speed_drift.scale", self.scale, lo=0.1, hi=10.0)
+        check_range("speed_drift.draft_scale", self.draft_scale, lo=0.1, hi=10.0)
+        check_range("speed_drift.overhead_s", self.overhead_s, lo=0.0, hi=10.0)
+
+
+NO_DRIFT = SpeedDrift()
 
 
 class StepTimeModel:
     """Seconds per forward pass and per iteration for one Profile.
 
-    Constants are folded in `__init__`: the simulator calls this once per iteration.
+    Constants are folded in `__init__`: the simulator calls this once per iteration. With a
+    `drift` it is the simulated engine's clock on a host that departs from the profile.
     """
 
-    def __init__(self, profile: Profile):
+    def __init__(self, profile: Profile, drift: SpeedDrift = NO_DRIFT):
         self.profile = profile
+        self.drift = drift
         hw, tgt, drf = profile.hardware, profile.target, profile.draft
         bw = hw.mem_bandwidth * hw.bandwidth_efficiency
         flops = hw.peak_flops * hw.compute_efficiency
@@ -33,7 +65,11 @@ class StepTimeModel:
         self._d_flop = 2.0 * drf.params / flops
         self.overhead_s = profile.iteration_overhead_s
         self.draft_overhead_s = profile.draft_pass_overhead_s
-        self.transfer_s = drf.weight_bytes / hw.host_link_bandwidth + profile.offload_fixed_s
+        transfer = drf.weight_bytes / hw.host_link_bandwidth + profile.offload_fixed_s
+        self.transfer_s = drift.scale * transfer
+        self._scale = drift.scale
+        self._draft_scale = drift.draft_scale
+        self._extra_s = drift.overhead_s
 
     def target_pass(self, tokens: float, context: float) -> float:
         """One target forward over `tokens` new tokens attending to `context` cached ones."""
@@ -67,10 +103,10 @@ class StepTimeModel:
         new_tokens = decode_reqs * (k + 1) + prefill_tokens
         t = self.overhead_s + self.target_pass(new_tokens, context)
         if drafter_resident:
-            t += self.draft_pass(new_tokens, context)
+            t += self._draft_scale * self.draft_pass(new_tokens, context)
             if k > 1 and decode_reqs:
-                t += (k - 1) * self.draft_pass(decode_reqs, context)
-        return t
+                t += self._draft_scale * ((k - 1) * self.draft_pass(decode_reqs, context))
+        return self._extra_s + self._scale * t  # exactly t without drift
 
     def decode_step(self, batch: int, k: int, context_per_req: float, resident: bool) -> float:
         """Step time of a pure-decode iteration: what analytical controllers optimise."""

@@ -32,7 +32,7 @@ from rlspec.engines.base import Backend
 from rlspec.engines.snapshot import DrafterState, RequestRecord, Snapshot
 from rlspec.perf.acceptance import AcceptanceConfig, AcceptanceModel
 from rlspec.perf.profile import Profile
-from rlspec.perf.step_time import StepTimeModel
+from rlspec.perf.step_time import NO_DRIFT, SpeedDrift, StepTimeModel
 from rlspec.sim.config import EngineConfig
 from rlspec.sim.kv import BlockPool
 from rlspec.workload.request import Request
@@ -51,11 +51,13 @@ class Simulator(Backend):
         engine: EngineConfig,
         acceptance: AcceptanceConfig,
         seed: int = 0,
+        drift: SpeedDrift = NO_DRIFT,
     ):
         self.profile = profile
         self.engine = engine
         self.k_max = engine.k_max
-        self.cost = StepTimeModel(profile)
+        self.cost = StepTimeModel(profile)  # what controllers are given: the profile
+        self._clock = StepTimeModel(profile, drift) if drift != NO_DRIFT else self.cost
         self.acceptance_cfg = acceptance
         self.seed = seed
         self._rng = np.random.default_rng(seed)
@@ -135,7 +137,7 @@ class Simulator(Backend):
         stall = 0.0
         transition = self._apply_drafter_action()
         if transition is DrafterState.OFFLOADING or transition is DrafterState.LOADING:
-            stall = self.cost.transfer_s
+            stall = self._clock.transfer_s
         preemptions = self._preempted_for_reload if transition is DrafterState.LOADING else 0
         resident = self.drafter is DrafterState.RESIDENT and transition is None
         k = self._want.k if resident else 0
@@ -155,7 +157,7 @@ class Simulator(Backend):
             self._mark_stale(dec, pre)
 
         busy = n_dec or prefill_tokens
-        step = self.cost.iteration(n_dec, k, prefill_tokens, context, drafter_runs) if busy else 0.0
+        step = self._clock.iteration(n_dec, k, prefill_tokens, context, drafter_runs) if busy else 0.0
         step += stall
         t0 = self.clock
         t1 = t0 + step

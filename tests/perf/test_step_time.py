@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from rlspec.config import ConfigError
 from rlspec.perf.acceptance import AcceptanceConfig, AcceptanceModel, expected_tokens
-from rlspec.perf.step_time import StepTimeModel
+from rlspec.perf.step_time import SpeedDrift, StepTimeModel
 
 
 def test_expected_tokens_formula():
@@ -65,3 +66,30 @@ def test_drift_moves_the_mean_over_time():
     late = np.mean([model.draw_request(100.0) for _ in range(3000)])
     assert early == pytest.approx(0.9, abs=0.01)
     assert late == pytest.approx(0.5, abs=0.02)
+
+
+def test_speed_drift_scales_the_passes_and_adds_a_fixed_overhead(h100):
+    base = StepTimeModel(h100)
+    drift = SpeedDrift(scale=1.3, draft_scale=0.5, overhead_s=0.004)
+    slow = StepTimeModel(h100, drift)
+    args = (8, 3, 100, 8 * 400)
+    target_only = base.iteration(*args, drafter_resident=False)
+    drafter = base.iteration(*args, drafter_resident=True) - target_only
+    assert slow.iteration(*args, drafter_resident=False) == pytest.approx(
+        0.004 + 1.3 * target_only
+    )
+    assert slow.iteration(*args, drafter_resident=True) == pytest.approx(
+        0.004 + 1.3 * (target_only + 0.5 * drafter)
+    )
+    assert slow.transfer_s == pytest.approx(1.3 * base.transfer_s)
+    # No drift is exactly the profile (the simulator's episodes stay bit-identical).
+    none = StepTimeModel(h100, SpeedDrift())
+    assert none.iteration(*args, drafter_resident=True) == base.iteration(*args, True)
+
+
+@pytest.mark.parametrize(
+    "field, value", [("scale", 0.0), ("draft_scale", -1.0), ("overhead_s", -0.1)]
+)
+def test_speed_drift_rejects_out_of_range_fields_by_name(field, value):
+    with pytest.raises(ConfigError, match=f"speed_drift.{field}"):
+        SpeedDrift(**{field: value})

@@ -5,6 +5,11 @@ import pytest
 
 from rlspec.control.action import OFFLOAD, Action
 from rlspec.engines.snapshot import DrafterState
+from rlspec.perf.acceptance import AcceptanceConfig
+from rlspec.perf.step_time import SpeedDrift
+from rlspec.sim.config import EngineConfig
+from rlspec.sim.simulator import Simulator
+from rlspec.workload import Request
 from tests.conftest import poisson_requests
 
 
@@ -203,3 +208,23 @@ def test_recompute_chunk_that_stops_one_token_short_joins_the_decode_batch(make_
     snaps = run_random_schedule(sim, reqs, seed=5, offload_every=3, check=check)
     assert sum(s.num_preemptions for s in snaps) > 0
     assert all(r.num_generated == r.output_len for r in sim.records())
+
+
+def test_speed_drift_slows_the_clock_but_not_the_controllers_cost_model(h100):
+    reqs = [Request(0, 0.0, 200, 50)]  # one request: its schedule cannot depend on timing
+
+    def busy(drift):
+        sim = Simulator(h100, EngineConfig(), AcceptanceConfig(mean=0.8), seed=1, drift=drift)
+        sim.set_action(Action(k=0))
+        sim.start(reqs)
+        steps = []
+        while not sim.finished:
+            steps.append(sim.step().step_time_s)
+        return sim, steps
+
+    plain, t0 = busy(SpeedDrift())
+    slow, t1 = busy(SpeedDrift(scale=2.0, overhead_s=0.001))
+    assert len(t0) == len(t1)
+    assert t1 == pytest.approx([0.001 + 2.0 * t for t in t0])
+    assert slow.cost.drift == SpeedDrift()  # controllers and features see the profile
+    assert slow.records()[0].finish_s > plain.records()[0].finish_s

@@ -1,0 +1,71 @@
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlspec.config import ConfigError
+from rlspec.engines.factory import make_backend
+from rlspec.envs.distribution import load_distribution
+from rlspec.perf.step_time import SpeedDrift
+from rlspec.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+CPU_TINY = ROOT / "envs/distributions/cpu-tiny-train.yaml"
+CPU_TINY_DRIFT = ROOT / "envs/distributions/cpu-tiny-train-drift.yaml"
+
+
+def test_speed_drift_is_drawn_within_its_ranges():
+    dist = load_distribution(CPU_TINY_DRIFT)
+    assert dist.speed_drift
+    rng = np.random.default_rng(0)
+    drifts = [dist.sample(rng).speed_drift for _ in range(200)]
+    for name, (lo, hi) in dist.speed_drift.items():
+        vals = [getattr(d, name) for d in drifts]
+        assert lo <= min(vals) and max(vals) <= hi
+        assert max(vals) - min(vals) > 0.8 * (hi - lo)  # the range is covered, not one value
+
+
+def test_without_speed_drift_the_base_scenarios_drift_is_kept():
+    dist = load_distribution(CPU_TINY)
+    assert not dist.speed_drift
+    assert all(
+        dist.sample(np.random.default_rng(i)).speed_drift == SpeedDrift() for i in range(5)
+    )
+
+
+@pytest.mark.parametrize(
+    "drift, match",
+    [({"speed": [1.0, 2.0]}, "speed_drift.speed: unknown field"),
+     ({"scale": [1.5, 1.0]}, "speed_drift.scale: expected")],  # fmt: skip
+)
+def test_bad_speed_drift_names_the_field(drift, match):
+    with pytest.raises(ConfigError, match=match):
+        dataclasses.replace(load_distribution(CPU_TINY), speed_drift=drift)
+
+
+def test_a_live_engine_refuses_a_speed_drift_before_starting():
+    sc = load_scenario(ROOT / "envs/live/tiny-poisson.yaml").replace(speed_drift=SpeedDrift(scale=1.2))
+    with pytest.raises(ConfigError, match="speed_drift applies to the simulator"):
+        make_backend(sc, "vllm")
+
+
+def test_extends_takes_the_parents_keys_and_overrides_them(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text(f"name: child\nextends: {CPU_TINY}\nduration_s: [5, 5]\n")
+    parent, dist = load_distribution(CPU_TINY), load_distribution(child)
+    assert dist.name == "child" and dist.duration_s == [5, 5]
+    assert dist.workloads == parent.workloads and dist.prompt_mean == parent.prompt_mean
+    # the parent's relative `base:` still names its scenario from another folder
+    sc, ref = dist.sample(np.random.default_rng(0)), parent.sample(np.random.default_rng(0))
+    assert sc.profile == ref.profile and sc.engine.num_kv_blocks == ref.engine.num_kv_blocks
+    assert sc.workload.duration_s == 5
+
+
+def test_extends_reports_a_missing_parent_and_a_cycle(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\nextends: b.yaml\n")
+    with pytest.raises(ConfigError, match="extends: no distribution file"):
+        load_distribution(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("name: b\nextends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends: cycle"):
+        load_distribution(tmp_path / "a.yaml")
