@@ -398,6 +398,29 @@ def sim_to_real(d: dict) -> list[str]:
     return out
 
 
+def drift_robustness(d: dict) -> list[str]:
+    pols = d["policies"]
+    out = [
+        "## Policies when the simulated host departs from the profile (`bench/drift_robustness.py`)",
+        "",
+        _env(d),
+        "",
+        "The sim-to-real sweep's 8 points in the simulator with a `SpeedDrift`: every pass takes `scale` times "
+        "the profile's time, drafter passes `draft_scale` times more, and every iteration `overhead_s` more, "
+        "while the controllers, the features and the policy still see the profile. Mean over the points of "
+        "policy / best analytical controller (worst point in brackets). Trained on: "
+        + "; ".join(f"`{p}` {d['trained_on'][p]}" for p in pols) + ".",
+        "",
+        "| scale | draft_scale | overhead_s | " + " | ".join(f"`{p.split('/')[-1]}`" for p in pols) + " |",
+        "|---|---|---|" + "---|" * len(pols),
+    ]
+    for r in d["drifts"]:
+        dr = r["drift"]
+        cells = " | ".join(f"{r['mean_ratio_vs_best'][p]:.3f} ({r['max_ratio_vs_best'][p]:.3f})" for p in pols)
+        out.append(f"| {dr['scale']:g} | {dr['draft_scale']:g} | {dr['overhead_s']:g} | {cells} |")
+    return [*out, ""]
+
+
 SECTIONS = [
     ("sim_speed", sim_speed),
     ("paper_findings", paper_findings),
@@ -409,6 +432,7 @@ SECTIONS = [
     ("serve_bench", serve_bench),
     ("fidelity", fidelity),
     ("sim_to_real", sim_to_real),
+    ("drift_robustness", drift_robustness),
 ]
 
 

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, write_result
+from common import RESULTS, ROOT, repo_path, write_result
 
 sys.path.insert(0, str(ROOT))
 
@@ -55,7 +55,7 @@ WORKLOADS = [
 
 
 def train_policy(timesteps: int | None, run_dir: Path, seed: int = 0, ppo_overrides: dict | None = None,
-                 config: Path = CONFIG) -> Path:  # fmt: skip
+                 config: Path = CONFIG, distribution: Path = DISTRIBUTION) -> Path:  # fmt: skip
     from rlspec.agents.config import load_agent_config
     from rlspec.agents.export import export_policy
     from rlspec.agents.train import train
@@ -66,7 +66,7 @@ def train_policy(timesteps: int | None, run_dir: Path, seed: int = 0, ppo_overri
         cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, **ppo_overrides))
     cfg = dataclasses.replace(
         cfg,
-        distribution=str(DISTRIBUTION),
+        distribution=str(distribution),
         total_timesteps=timesteps,
         seed=seed,
         eval=dataclasses.replace(
@@ -83,6 +83,15 @@ def train_policy(timesteps: int | None, run_dir: Path, seed: int = 0, ppo_overri
     path = export_policy(run_dir, model_file=model_file)
     print(f"trained {timesteps:,} steps in {time.time() - t0:.0f} s; exported {model_file} -> {path}")
     return path
+
+
+def trained_on(run_dir: Path) -> str:
+    """The training distribution a run dir's resolved config names (repository-relative)."""
+    from rlspec.config import load_yaml
+
+    cfg = run_dir / "config.yaml"
+    dist = load_yaml(cfg).get("distribution") if cfg.is_file() else None
+    return repo_path(dist) if dist else "unknown distribution"
 
 
 def _mean_runs(runs: list[dict]) -> dict:
@@ -322,7 +331,7 @@ def evaluate_live(args: argparse.Namespace) -> int:
     loads = [m.get("other_load_cores", 0.0) for p in points for m in p["live"].values()]
     write_result("sim_to_real", {
         "policy": str(Path(args.policy).resolve().relative_to(ROOT)),
-        "trained_on": "simulator only (profile cpu-tiny, envs/distributions/cpu-tiny-train.yaml)",
+        "trained_on": f"simulator only (profile cpu-tiny, {trained_on(Path(args.policy))})",
         "controllers": ["policy", *ANALYTICAL],
         "workloads": {w.name: {"scenario": str(Path(w.scenario).relative_to(ROOT)), "knob": w.knob,
                                "values": list(w.values), "requests": w.requests} for w in chosen},
@@ -384,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--config", default=str(CONFIG), help="agent config (default: %(default)s)")
     t.add_argument("--timesteps", type=int, default=None, help="PPO steps (default: the config's)")
     t.add_argument("--run-dir", default=str(RUN_DIR))
+    t.add_argument("--distribution", default=str(DISTRIBUTION),
+                   help="training scenarios (default: %(default)s)")  # fmt: skip
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--learning-rate", type=float, default=None, help="default: the config's")
     t.add_argument("--ent-coef", type=float, default=None)
@@ -409,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "train":
         over = {k: v for k, v in (("learning_rate", args.learning_rate), ("ent_coef", args.ent_coef),
                                   ("clip_range", args.clip_range)) if v is not None}  # fmt: skip
-        train_policy(args.timesteps, Path(args.run_dir), args.seed, over, Path(args.config))
+        train_policy(args.timesteps, Path(args.run_dir), args.seed, over, Path(args.config),
+                     Path(args.distribution))  # fmt: skip
         return 0
     RESULTS.mkdir(exist_ok=True)
     return evaluate_live(args)
