@@ -120,6 +120,7 @@ class CalibrationResult:
             "records_dropped": self.sample_set.dropped,
             "records_merged": self.sample_set.merged,
             "fit_mape": self.fit.report.mape,
+            "drafter_timed": self.fit.report.drafter_timed,
             "first_fit_mape": self.fit.first.mape,
             "terms": self.per_term(),
             "acceptance": self.acceptance.as_dict(),
@@ -172,7 +173,9 @@ def fit_measurement(
             f"measured: least-squares fit (rlspec.perf.fit.fit_step_time) of {r.samples} live vLLM "
             f"iterations ({facts.dtype}, block {facts.block_size}, {date}), batch 1-{facts.max_num_seqs}, "
             f"k 0-{facts.k_max} and drafter offloaded, prefill chunks, contexts; "
-            f"{len(fit.outliers)} outliers dropped; fit MAPE {r.mape:.1%}; {terms}"
+            + ("target terms on step time less the timed drafter proposals, drafter terms on "
+               "those; " if r.drafter_timed else "target and drafter terms jointly; ")
+            + f"{len(fit.outliers)} outliers dropped; fit MAPE {r.mape:.1%}; {terms}"
         ),
         "iteration_overhead_s": "0: per-iteration overhead is inside the fitted target_base_s",
         "draft_pass_overhead_s": "0: per-pass launch cost is inside the fitted draft_base_s",
@@ -233,7 +236,9 @@ def format_report(res: CalibrationResult) -> str:
     lines = [
         f"fit: {r.samples} iterations ({len(res.fit.outliers)} outliers dropped, "
         f"{sum(res.sample_set.dropped.values())} records not usable: {res.sample_set.dropped}), "
-        f"MAPE {r.mape:.2%} (before outlier removal {res.fit.first.mape:.2%})",
+        f"MAPE {r.mape:.2%} (before outlier removal {res.fit.first.mape:.2%}); "
+        + ("drafter terms fitted on its timed proposals, target terms on the rest"
+           if r.drafter_timed else "target and drafter terms fitted jointly (drafter not timed)"),
         "",
         f"  {'term':<22}{'value':>14}{'std error':>14}{'rel error':>11}",
     ]

@@ -121,6 +121,7 @@ def run_probe(backend: Any, probe: Probe, repeat: int, max_steps: int = 20_000) 
         if want is None:
             break
         backend.set_action(OFFLOAD if want == OFF else Action(k=want))
+        drafter_before = backend.drafter_time_s
         s = backend.step()
         if s.num_scheduled_tokens == 0 and s.drafter not in (
             DrafterState.OFFLOADING,
@@ -142,6 +143,7 @@ def run_probe(backend: Any, probe: Probe, repeat: int, max_steps: int = 20_000) 
                 resident=resident,
                 transition=s.drafter in (DrafterState.OFFLOADING, DrafterState.LOADING),
                 step_time_s=s.step_time_s,
+                drafter_time_s=backend.drafter_time_s - drafter_before,
                 drafted_per_pos=tuple(s.drafted_per_pos),
                 accepted_per_pos=tuple(s.accepted_per_pos),
             )
@@ -174,6 +176,7 @@ def measure_live(
 
     t0 = time.perf_counter()
     backend.open()
+    backend.sync_drafter_timing(True)
     facts = engine_facts(backend)
     n_transfers = len(backend.transfers)
     order = plan.order()
@@ -195,6 +198,7 @@ def measure_live(
         loads.append(load.cores)
     bar.close()
     backend.start([])  # reload the drafter if the last probe left it offloaded
+    backend.sync_drafter_timing(False)
     transfers = [(t.kind, float(t.seconds)) for t in backend.transfers[n_transfers:]]
     return LiveMeasurement(
         records=records,

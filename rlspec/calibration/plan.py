@@ -167,6 +167,7 @@ class StepRecord:
     step_time_s: float
     drafted_per_pos: tuple[int, ...] = ()
     accepted_per_pos: tuple[int, ...] = ()
+    drafter_time_s: float | None = None  # of step_time_s, in the drafter's proposals (None: not timed)
 
     @property
     def consistent(self) -> bool:
@@ -186,7 +187,7 @@ class SampleSet:
 def samples_from_records(records: Sequence[StepRecord], merge: str = "median") -> SampleSet:
     """Usable iterations, repeats of the same iteration merged (`median` or `min`)."""
     dropped: dict[str, int] = defaultdict(int)
-    groups: dict[tuple, list[float]] = defaultdict(list)
+    groups: dict[tuple, list[tuple[float, float | None]]] = defaultdict(list)
     for r in records:
         if r.repeat < 0:
             dropped["warm-up"] += 1
@@ -200,12 +201,18 @@ def samples_from_records(records: Sequence[StepRecord], merge: str = "median") -
             dropped["no time"] += 1
         else:
             k = r.k if r.resident else 0
+            drafter = r.drafter_time_s if r.resident else 0.0
             groups[(r.decode_reqs, k, r.prefill_tokens, r.context, r.resident)].append(
-                r.step_time_s
+                (r.step_time_s, drafter)
             )
     agg = np.median if merge == "median" else np.min
+
+    def merged_drafter(ts: list[tuple[float, float | None]]) -> float | None:
+        times = [d for _, d in ts]
+        return None if any(d is None for d in times) else float(agg(times))
+
     samples = [
-        IterationSample(b, k, p, c, res, float(agg(ts)))
+        IterationSample(b, k, p, c, res, float(agg([t for t, _ in ts])), merged_drafter(ts))
         for (b, k, p, c, res), ts in sorted(groups.items())
     ]
     merged = sum(len(ts) - 1 for ts in groups.values())

@@ -9,6 +9,13 @@ row of the design matrix is what one iteration did (DESIGN section 4):
 
 with T = B*(k+1) + prefill tokens and C the cached tokens attended. `tb` absorbs the
 per-iteration overhead, so fitted profiles carry `iteration_overhead_s: 0`.
+
+Fitted jointly, target and drafter terms are nearly collinear wherever the drafter is
+resident (both grow with T and C), and only offloaded iterations tell them apart: the
+2026-12-01 fit put 1.8x the drafter's timed share of an Azure-code iteration on the drafter
+(notes/calibration.md section 6). When the samples carry the time the drafter's proposals
+took (`drafter_time_s`, timed around vLLM's propose()), the two parts are fitted apart:
+the target's terms on step time minus drafter time, the drafter's on drafter time.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ class IterationSample:
     context: int  # cached tokens attended by the batch
     drafter_resident: bool
     step_time_s: float  # measured
+    drafter_time_s: float | None = None  # of step_time_s, the drafter's (None: not timed)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class FitReport:
     rel_error: dict[str, float]  # std error / |coefficient|
     mape: float  # mean absolute percentage error of the fitted step times
     samples: int
+    drafter_timed: bool = False  # drafter terms fitted on timed drafter passes, apart
 
 
 def design_row(s: IterationSample) -> list[float]:
@@ -59,11 +68,12 @@ def design_row(s: IterationSample) -> list[float]:
 
 
 def fit_step_time(samples: Sequence[IterationSample], relative: bool = False) -> FitReport:
-    """Least squares over the measured iterations.
+    """Least squares over the measured iterations (target and drafter apart when every
+    sample carries its drafter time).
 
     `relative=True` minimises relative instead of absolute errors (each row weighted by
-    1 / measured time), so a few long prefill iterations do not outweigh the many short
-    decode steps; measured step times spanning 20 ms to 2 s on a CPU engine need it.
+    1 / measured step time), so a few long prefill iterations do not outweigh the many
+    short decode steps; measured step times spanning 20 ms to 2 s on a CPU engine need it.
     """
     if len(samples) < len(TERMS) * 2:
         raise ValueError(f"need at least {len(TERMS) * 2} measured iterations, got {len(samples)}")
@@ -75,16 +85,19 @@ def fit_step_time(samples: Sequence[IterationSample], relative: bool = False) ->
             "prefill, context and drafter placement"
         )
     w = 1.0 / y if relative else np.ones_like(y)
-    xw, yw = x * w[:, None], y * w
-    # Scale columns so the solve is well conditioned (tokens and contexts span 1e0..1e5).
-    scale = np.abs(xw).max(axis=0)
-    coef_s, *_ = np.linalg.lstsq(xw / scale, yw, rcond=None)
-    coef = np.clip(coef_s / scale, 0.0, None)
+    timed = all(s.drafter_time_s is not None for s in samples)
+    if timed:
+        d = np.array([s.drafter_time_s for s in samples], dtype=np.float64)
+        resident = np.array([s.drafter_resident for s in samples])
+        if np.linalg.matrix_rank(x[resident][:, 3:]) < 3:
+            raise ValueError("timed drafter passes do not separate the drafter's terms: vary "
+                             "k (including 0 and >1), batch size and context while resident")  # fmt: skip
+        coef_t, std_t = _weighted_lstsq(x[:, :3], y - d, w)
+        coef_d, std_d = _weighted_lstsq(x[resident][:, 3:], d[resident], w[resident])
+        coef, std = np.concatenate([coef_t, coef_d]), np.concatenate([std_t, std_d])
+    else:
+        coef, std = _weighted_lstsq(x, y, w)
     resid = y - x @ coef
-    dof = max(len(y) - len(TERMS), 1)
-    sigma2 = float((resid * w) @ (resid * w)) / dof
-    cov = sigma2 * np.linalg.pinv((xw / scale).T @ (xw / scale))
-    std = np.sqrt(np.clip(np.diag(cov), 0.0, None)) / scale
     fitted = FittedStepTime(**{name: float(c) for name, c in zip(TERMS, coef, strict=True)})
     return FitReport(
         fitted=fitted,
@@ -92,4 +105,21 @@ def fit_step_time(samples: Sequence[IterationSample], relative: bool = False) ->
         rel_error={n: float(e / abs(c)) if c else float("inf") for n, e, c in zip(TERMS, std, coef, strict=True)},
         mape=float(np.mean(np.abs(resid) / y)),
         samples=len(y),
+        drafter_timed=timed,
     )
+
+
+def _weighted_lstsq(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative coefficients of `y ~ x` under row weights `w`, and their standard errors."""
+    xw, yw = x * w[:, None], y * w
+    # Scale columns so the solve is well conditioned (tokens and contexts span 1e0..1e5).
+    scale = np.abs(xw).max(axis=0)
+    scale[scale == 0] = 1.0
+    coef_s, *_ = np.linalg.lstsq(xw / scale, yw, rcond=None)
+    coef = np.clip(coef_s / scale, 0.0, None)
+    resid = (y - x @ coef) * w
+    dof = max(len(y) - x.shape[1], 1)
+    sigma2 = float(resid @ resid) / dof
+    cov = sigma2 * np.linalg.pinv((xw / scale).T @ (xw / scale))
+    std = np.sqrt(np.clip(np.diag(cov), 0.0, None)) / scale
+    return coef, std

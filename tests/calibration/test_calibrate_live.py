@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 
@@ -11,6 +12,7 @@ import rlspec.engines.vllm  # noqa: F401  (Intel OpenMP before vLLM)
 pytest.importorskip("vllm")
 
 from rlspec.calibration.cli import add_arguments, run  # noqa: E402
+from rlspec.calibration.live import LiveMeasurement  # noqa: E402
 from rlspec.perf.fit import TERMS  # noqa: E402
 from rlspec.perf.profile import load_profile  # noqa: E402
 from rlspec.perf.step_time import StepTimeModel  # noqa: E402
@@ -36,6 +38,11 @@ def test_quick_calibration_writes_a_loadable_profile(tiny_pair, tmp_path, capsys
     assert prof.kind == "fitted" and prof.iteration_overhead_s == 0.0
     assert prof.target.layers == 4 and prof.draft.layers == 1 and prof.target.dtype_bytes == 4
     assert "measured" in prof.sources["fitted"]
+    assert "drafter terms on those" in prof.sources["fitted"]  # the drafter was timed apart
+    m = LiveMeasurement.from_dict(json.loads((tmp_path / "m.json").read_text()))
+    resident = [r for r in m.records if r.resident and r.scheduled_tokens and not r.transition]
+    assert resident and all(0 < r.drafter_time_s < r.step_time_s for r in resident)
+    assert all(r.drafter_time_s == 0 for r in m.records if not r.resident)
     acc = float(prof.sources["acceptance.measured_mean"])
     assert 0.05 < acc < 0.95
     cost = StepTimeModel(prof)

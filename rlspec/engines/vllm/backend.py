@@ -173,6 +173,18 @@ class VLLMBackend(Backend):
         return 0 if self._off is None else self._off.forward_calls
 
     @property
+    def drafter_time_s(self) -> float:
+        """Wall time the drafter's proposals took since the engine started (its share of the
+        step times: calibration fits the drafter's terms on the difference per step)."""
+        return 0.0 if self._off is None else self._off.propose_s
+
+    def sync_drafter_timing(self, on: bool = True) -> None:
+        """Synchronize a GPU around every proposal, so `drafter_time_s` is the drafter's work
+        rather than its launches (calibration; serving leaves the pipeline alone)."""
+        if self._off is not None:
+            self._off.sync_timing = on
+
+    @property
     def transfers(self) -> list[Any]:
         """Offload / reload records (seconds, device bytes freed)."""
         return [] if self._off is None else list(self._off.history)

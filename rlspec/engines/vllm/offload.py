@@ -116,6 +116,8 @@ class DrafterOffloader:
         self.device = torch.device(getattr(runner, "device", "cpu"))
         self.resident = True
         self.forward_calls = 0  # forward passes of the draft model (all of them, ever)
+        self.propose_s = 0.0  # wall time inside the drafter's propose() (all of it, ever)
+        self.sync_timing = False  # synchronize a CUDA device around propose() (calibration)
         self.history: list[TransferRecord] = []
         self._saved_attn: dict[str, Any] = {}
         self._hook_model(drafter.model)
@@ -131,7 +133,15 @@ class DrafterOffloader:
 
     def _guarded_propose(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.resident:
-            return self._orig_propose(*args, **kwargs)
+            sync = self.sync_timing and self.device.type == "cuda"
+            if sync:
+                torch.cuda.synchronize(self.device)
+            t0 = time.perf_counter()
+            out = self._orig_propose(*args, **kwargs)
+            if sync:
+                torch.cuda.synchronize(self.device)
+            self.propose_s += time.perf_counter() - t0
+            return out
         cad = kwargs.get("common_attn_metadata")
         if cad is None:
             raise RuntimeError("drafter offloaded but propose() got no common_attn_metadata")
