@@ -27,11 +27,14 @@ def scenario(tiny_pair, tmp_path_factory):
     path = Path(tmp_path_factory.mktemp("interleave")) / "live.yaml"
     # No kv_cache_memory_bytes: the pool's size comes from free memory, which the engines
     # started second see differently; the pool pins the first one's size for the rest.
+    # vLLM's CPU worker sizes it as utilization x the NUMA node's memory less the process's
+    # RSS (~0.7 GiB), and a VM's node can hold as little as ~10 GiB until memory is hot-added:
+    # 0.12 keeps the pool positive there.
     path.write_text(yaml.safe_dump({
         "profile": "h100-llama8b-1b",
         "engine": {"max_num_seqs": 8, "max_num_batched_tokens": 512, "k_max": 4, "num_kv_blocks": 2000},
         "live": {"model": target, "draft_model": draft, "max_model_len": 512, "clock": "profile",
-                 "gpu_memory_utilization": 0.06, "block_size": 32, "dtype": "float32"},
+                 "gpu_memory_utilization": 0.12, "block_size": 32, "dtype": "float32"},
         "workload": {"kind": "poisson", "rate": 20.0, "duration_s": 1.0,
                      "prompt": {"dist": "uniform", "low": 8, "high": 64},
                      "output": {"dist": "uniform", "low": 4, "high": 24}},
