@@ -11,6 +11,14 @@ accepts position j (given the earlier ones) with probability a d^j, so
 
 `fit_acceptance` picks the mean m and position decay d (concentration c given) that
 reproduce the measured r_j, weighting each position by its drafted count.
+
+Acceptance is a property of the pair *and the data* (the design's per-dataset Beta).
+`WorkloadAcceptance` holds the drafts counted while a workload's own (held-out) requests ran
+to completion on the engine at a static k. Requests that accept more finish in fewer steps,
+so their drafts are under-counted and the closed form above would read a low mean from such
+a run; `WorkloadAcceptance.fit` instead finds the mean (pooled decay and concentration held)
+for which the simulator, serving the same requests the same way, verifies the measured share.
+A matched simulator of that workload uses it.
 """
 
 from __future__ import annotations
@@ -19,6 +27,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from rlspec.control.action import Action
+from rlspec.perf.acceptance import AcceptanceConfig
+from rlspec.perf.profile import Profile
+from rlspec.sim.config import EngineConfig
+from rlspec.sim.simulator import Simulator
+from rlspec.workload.request import Request
 
 
 @dataclass
@@ -99,9 +114,13 @@ class AcceptanceFit:
 
 
 def fit_acceptance(
-    counts: PositionCounts, concentration: float = 20.0, fit_decay: bool = True
+    counts: PositionCounts,
+    concentration: float = 20.0,
+    fit_decay: bool = True,
+    decay: float = 1.0,
 ) -> AcceptanceFit:
-    """Least-squares (mean, position_decay) for the measured per-position rates."""
+    """Least-squares (mean, position_decay) for the measured per-position rates; with
+    `fit_decay` False the decay is held at `decay`."""
     use = [j for j, d in enumerate(counts.drafted) if d > 0]
     if not use or counts.drafted[0] == 0:
         raise ValueError("no drafts were verified: measure with k >= 1")
@@ -118,15 +137,70 @@ def fit_acceptance(
         i, j = np.unravel_index(int(np.argmin(err)), err.shape)
         return float(m_grid[i]), float(d_grid[j])
 
-    d_lo = 0.3 if fit_decay else 1.0
-    m, d = solve(np.linspace(0.005, 0.995, 199), np.linspace(d_lo, 1.0, 141 if fit_decay else 1))
+    d_lo = 0.3
+    d_grid = np.linspace(d_lo, 1.0, 141) if fit_decay else np.array([decay])
+    m, d = solve(np.linspace(0.005, 0.995, 199), d_grid)
     for step in (0.005, 0.0005):
         m_grid = np.clip(np.linspace(m - 10 * step, m + 10 * step, 41), 1e-4, 1 - 1e-4)
-        d_grid = (
-            np.clip(np.linspace(d - 10 * step, d + 10 * step, 41), d_lo, 1.0)
-            if fit_decay
-            else np.array([1.0])
-        )
+        if fit_decay:
+            d_grid = np.clip(np.linspace(d - 10 * step, d + 10 * step, 41), d_lo, 1.0)
         m, d = solve(m_grid, d_grid)
     pred = marginal_rates(m, d, concentration, len(counts.drafted))
     return AcceptanceFit(m, d, concentration, counts, tuple(float(x) for x in pred))
+
+
+@dataclass(frozen=True)
+class WorkloadAcceptance:
+    """Drafts verified while one workload's held-out requests ran at a static k."""
+
+    workload: str  # the scenario's name (a matched simulator of it uses this acceptance)
+    lengths: tuple[tuple[int, int], ...]  # (prompt_len, output_len) of the requests, all at t=0
+    k: int
+    counts: PositionCounts
+
+    @property
+    def requests(self) -> int:
+        return len(self.lengths)
+
+    def to_dict(self) -> dict:
+        return {"workload": self.workload, "lengths": [list(x) for x in self.lengths], "k": self.k,
+                "drafted_per_pos": self.counts.drafted, "accepted_per_pos": self.counts.accepted}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WorkloadAcceptance:
+        return cls(str(d["workload"]), tuple((int(p), int(o)) for p, o in d["lengths"]), int(d["k"]),
+                   PositionCounts(list(d["drafted_per_pos"]), list(d["accepted_per_pos"])))  # fmt: skip
+
+    def simulated_share(self, acceptance: AcceptanceConfig, profile: Profile, engine: EngineConfig,
+                        seeds: int = 8) -> float:  # fmt: skip
+        """accepted / drafted when the simulator serves these requests at this k."""
+        reqs = [Request(i, 0.0, p, o) for i, (p, o) in enumerate(self.lengths)]
+        drafted = accepted = 0
+        for seed in range(seeds):
+            sim = Simulator(profile, engine, acceptance, seed=seed)
+            sim.start(reqs)
+            while not sim.finished:
+                sim.set_action(Action(k=self.k))
+                snap = sim.step()
+                drafted += snap.num_drafted
+                accepted += snap.num_accepted
+        return accepted / drafted if drafted else float("nan")
+
+    def fit(self, pooled: AcceptanceFit, profile: Profile, engine: EngineConfig,
+            seeds: int = 8) -> AcceptanceFit:  # fmt: skip
+        """This workload's mean, with the pooled fit's decay and concentration, found by
+        bisection on the simulated share (common seeds keep it monotone in the mean)."""
+        target = self.counts.mean
+        lo, hi = 0.01, 0.99
+        for _ in range(14):
+            mid = (lo + hi) / 2
+            cfg = AcceptanceConfig(mean=mid, concentration=pooled.concentration,
+                                   position_decay=pooled.position_decay)  # fmt: skip
+            if self.simulated_share(cfg, profile, engine, seeds) < target:
+                lo = mid
+            else:
+                hi = mid
+        mean = (lo + hi) / 2
+        pred = marginal_rates(mean, pooled.position_decay, pooled.concentration, len(self.counts.drafted))
+        return AcceptanceFit(mean, pooled.position_decay, pooled.concentration, self.counts,
+                             tuple(float(x) for x in pred))  # fmt: skip

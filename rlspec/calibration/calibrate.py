@@ -5,11 +5,17 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlspec.calibration.acceptance import AcceptanceFit, PositionCounts, fit_acceptance
+from rlspec.calibration.acceptance import (
+    AcceptanceFit,
+    PositionCounts,
+    WorkloadAcceptance,
+    fit_acceptance,
+)
 from rlspec.calibration.plan import (
     MeasurementPlan,
     RobustFit,
@@ -28,6 +34,8 @@ from rlspec.calibration.profile_writer import (
 )
 from rlspec.perf.fit import TERMS
 from rlspec.perf.profile import Profile
+from rlspec.sim.config import EngineConfig
+from rlspec.workload.request import Request
 
 if TYPE_CHECKING:
     from rlspec.calibration.live import LiveMeasurement
@@ -53,10 +61,14 @@ def measure_live_engine(
     quiet_threshold: float | None = None,
     quiet_timeout_s: float = 60.0,
     retries: int = 2,
-) -> LiveMeasurement:
-    """Start the live engine on the pair and run the measurement plan on it."""
+    workloads: Sequence[tuple[str, list[Request]]] = (),
+    grid: bool = True,
+) -> LiveMeasurement | list[WorkloadAcceptance]:
+    """Start the live engine on the pair and run the measurement plan on it, then each
+    workload's requests (`held_out_requests`) for its acceptance. `grid` False runs the
+    workloads alone (to add their acceptance to saved measurements) and returns theirs."""
     import rlspec.engines.vllm as rv  # Intel OpenMP before vLLM
-    from rlspec.calibration.live import measure_live
+    from rlspec.calibration.live import measure_live, measure_workload_acceptance
 
     cfg = rv.VLLMBackendConfig(
         model=str(model),
@@ -77,7 +89,14 @@ def measure_live_engine(
     from rlspec.engines.vllm.backend import VLLMBackend
 
     with VLLMBackend(cfg) as backend:
-        return measure_live(
+        backend.open()
+        found = [
+            measure_workload_acceptance(backend, name, reqs, k_max, HELD_OUT_SEED)
+            for name, reqs in workloads
+        ]
+        if not grid:
+            return found
+        m = measure_live(
             backend,
             plan,
             progress=progress,
@@ -85,6 +104,24 @@ def measure_live_engine(
             quiet_timeout_s=quiet_timeout_s,
             retries=retries,
         )
+        m.workload_acceptance = found
+        return m
+
+
+# The prompt-token seed of the acceptance workloads: the live backend draws a request's
+# tokens from (seed, request id), and scenarios run with small seeds, so these prompts are
+# ones no evaluation episode sees.
+HELD_OUT_SEED = 1_000_003
+
+
+def held_out_requests(scenario: Any, count: int = 80) -> list[Request]:
+    """Up to `count` requests with the workload's lengths (drawn with the scenario's next
+    seed), all arriving at once: acceptance is a property of the data, not of the load, and
+    a batch measures it fastest. Their prompt tokens come from HELD_OUT_SEED."""
+    reqs = scenario.requests(scenario.seed + 1)[:count]
+    if not reqs:
+        raise ValueError(f"acceptance workload {scenario.name!r}: it has no requests")
+    return [Request(i, 0.0, r.prompt_len, r.output_len) for i, r in enumerate(reqs)]
 
 
 @dataclass
@@ -93,6 +130,7 @@ class CalibrationResult:
     fit: RobustFit
     sample_set: SampleSet
     acceptance: AcceptanceFit
+    workload_acceptance: dict[str, AcceptanceFit]  # scenario name -> its mean (pooled decay)
     offload_s: float  # median measured
     reload_s: float
     host_bandwidth: float
@@ -124,6 +162,10 @@ class CalibrationResult:
             "first_fit_mape": self.fit.first.mape,
             "terms": self.per_term(),
             "acceptance": self.acceptance.as_dict(),
+            "acceptance_by_workload": {
+                w.workload: {**self.workload_acceptance[w.workload].as_dict(), "requests": w.requests, "k": w.k}
+                for w in self.measurement.workload_acceptance
+            },
             "offload_s_median": self.offload_s,
             "reload_s_median": self.reload_s,
             "transfers": len(m.transfers),
@@ -228,7 +270,35 @@ def fit_measurement(
         memory_bytes=host_memory_bytes(),
         sources=sources,
     )
-    return CalibrationResult(profile, fit, sset, acc, off_s, rel_s, bw, measurement)
+    engine = EngineConfig(
+        max_num_seqs=facts.max_num_seqs,
+        max_num_batched_tokens=facts.max_num_batched_tokens,
+        block_size=facts.block_size,
+        k_max=facts.k_max,
+        num_kv_blocks=facts.usable_blocks,
+    )
+    by_workload = {w.workload: w.fit(acc, profile, engine) for w in measurement.workload_acceptance}
+    if by_workload:
+        profile = dataclasses.replace(
+            profile, sources={**profile.sources, **_workload_sources(measurement, by_workload)}
+        )
+    return CalibrationResult(profile, fit, sset, acc, by_workload, off_s, rel_s, bw, measurement)
+
+
+def _workload_sources(measurement: LiveMeasurement, fits: dict[str, AcceptanceFit]) -> dict[str, str]:
+    described = "; ".join(
+        f"{w.workload}: accepted/drafted {w.counts.mean:.3f} of {sum(w.counts.drafted)} drafts over "
+        f"{w.requests} held-out requests at k={w.k} -> mean {fits[w.workload].mean:.3f}"
+        for w in measurement.workload_acceptance
+    )
+    return {
+        "acceptance.workloads": (
+            "measured: each workload's own requests (its lengths, prompts no evaluation uses) run "
+            "to completion at once; the mean for which the simulator, serving them alike, verifies "
+            f"the same share (pooled decay and concentration held): {described}"
+        ),
+        **{f"acceptance.workload.{n}.mean": f"{f.mean:.4f}" for n, f in fits.items()},
+    }
 
 
 def format_report(res: CalibrationResult) -> str:
@@ -255,6 +325,10 @@ def format_report(res: CalibrationResult) -> str:
         f"  simulator model: mean {a.mean:.3f}, position_decay {a.position_decay:.3f}, "
         f"concentration {a.concentration:g} -> marginal "
         + "  ".join(f"{x:.3f}" for x in a.predicted_marginal),
+        *(f"  on {w.workload} ({w.requests} held-out requests, k={w.k}): accepted/drafted "
+          f"{w.counts.mean:.3f} over {sum(w.counts.drafted)} drafts -> mean "
+          f"{res.workload_acceptance[w.workload].mean:.3f} (simulator-matched, decay held)"
+          for w in res.measurement.workload_acceptance),
         "",
         f"drafter transfer: offload {res.offload_s * 1e3:.1f} ms, reload {res.reload_s * 1e3:.1f} ms "
         f"(medians of {len(res.measurement.transfers)}); host copy bandwidth "

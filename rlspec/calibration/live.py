@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlspec.calibration.acceptance import PositionCounts, WorkloadAcceptance
 from rlspec.calibration.plan import OFF, MeasurementPlan, Probe, StepRecord
 from rlspec.control.action import OFFLOAD, Action
 from rlspec.engines.snapshot import DrafterState
@@ -54,6 +55,7 @@ class LiveMeasurement:
     plan: list[str] = field(default_factory=list)  # probe names in run order
     other_load: list[float] = field(default_factory=list)  # CPU cores others used, per probe
     reruns: int = 0  # probes run again because others used the CPU meanwhile
+    workload_acceptance: list[WorkloadAcceptance] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +67,7 @@ class LiveMeasurement:
             "reruns": self.reruns,
             "records": [dataclasses.astuple(r) for r in self.records],
             "record_fields": [f.name for f in dataclasses.fields(StepRecord)],
+            "workload_acceptance": [w.to_dict() for w in self.workload_acceptance],
         }
 
     @classmethod
@@ -84,6 +87,7 @@ class LiveMeasurement:
             plan=list(d.get("plan", [])),
             other_load=list(d.get("other_load", [])),
             reruns=int(d.get("reruns", 0)),
+            workload_acceptance=[WorkloadAcceptance.from_dict(w) for w in d.get("workload_acceptance", [])],
         )
 
 
@@ -154,6 +158,37 @@ def run_probe(backend: Any, probe: Probe, repeat: int, max_steps: int = 20_000) 
             elif s.num_prefill_tokens == 0 and s.num_decode_reqs == probe.batch:
                 decode_step = 1  # this step was the first decode step of the schedule
     return records
+
+
+def measure_workload_acceptance(
+    backend: Any,
+    workload: str,
+    requests: list[Any],
+    k: int,
+    prompt_seed: int,
+    max_steps: int = 100_000,
+) -> WorkloadAcceptance:
+    """Run `requests` to completion at static k on an open VLLMBackend, their prompt tokens
+    drawn from `prompt_seed`, counting the drafts verified by position."""
+    seed, backend.prompt_seed = backend.prompt_seed, prompt_seed
+    try:
+        backend.start(requests)
+        action = Action(k=k)
+        pairs = []
+        for _ in range(max_steps):
+            if backend.finished:
+                break
+            backend.set_action(action)
+            s = backend.step()
+            pairs.append((s.drafted_per_pos, s.accepted_per_pos))
+        else:
+            raise RuntimeError(f"acceptance of {workload!r}: not finished after {max_steps} steps")
+    finally:
+        backend.prompt_seed = seed
+    counts = PositionCounts.total(pairs)
+    if not sum(counts.drafted):
+        raise RuntimeError(f"acceptance of {workload!r}: no drafts were verified (k={k})")
+    return WorkloadAcceptance(workload, tuple((r.prompt_len, r.output_len) for r in requests), k, counts)
 
 
 def measure_live(

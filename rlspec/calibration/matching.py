@@ -47,14 +47,17 @@ def matched_scenario(
     return scenario.replace(**changes)
 
 
-def measured_acceptance(profile: Profile) -> AcceptanceConfig | None:
+def measured_acceptance(profile: Profile, workload: str | None = None) -> AcceptanceConfig | None:
     """The acceptance `rlspec calibrate` measured on the live pair (kept in the profile's
     `sources` as `acceptance.mean`, `.position_decay`, `.concentration`), as a scenario's
-    acceptance; None for a profile that was not calibrated."""
+    acceptance; with `workload` (a scenario name) measured on that workload's requests
+    (`acceptance.workload.<name>.mean`), when it was. None for a profile that was not
+    calibrated."""
     src = profile.sources
     try:
+        mean = src.get(f"acceptance.workload.{workload}.mean") if workload else None
         return AcceptanceConfig(
-            mean=float(src["acceptance.mean"]),
+            mean=float(mean or src["acceptance.mean"]),
             position_decay=float(src.get("acceptance.position_decay", 1.0)),
             concentration=float(src.get("acceptance.concentration", 20.0)),
         )

@@ -117,9 +117,16 @@ class SweepContext:
             scenario,
             block_size=self.block_size,
             num_kv_blocks=self.num_kv_blocks,
-            acceptance=self.acceptance,
+            acceptance=self.acceptance_of(scenario),
             profile=self.profile,
         )
+
+    def acceptance_of(self, scenario: Scenario) -> AcceptanceConfig | None:
+        """The acceptance calibration measured on this scenario's workload, else the pooled
+        one."""
+        from rlspec.perf.profile import load_profile
+
+        return measured_acceptance(load_profile(self.profile), scenario.name) or self.acceptance
 
     def run_live(self, scenario: Scenario, controller: str, seed: int | None = None) -> dict[str, Any]:
         """One live episode. With `quiet` set: wait for a quiet CPU first, abort the episode

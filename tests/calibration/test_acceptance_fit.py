@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlspec.calibration.acceptance import PositionCounts, fit_acceptance, marginal_rates
+from rlspec.calibration.acceptance import (
+    PositionCounts,
+    WorkloadAcceptance,
+    fit_acceptance,
+    marginal_rates,
+)
+from rlspec.control.action import Action
 from rlspec.perf.acceptance import AcceptanceConfig, AcceptanceModel
+from rlspec.perf.profile import load_profile
+from rlspec.sim.config import EngineConfig
+from rlspec.sim.simulator import Simulator
+from rlspec.workload.request import Request
 
 
 @pytest.mark.parametrize("mean,decay,conc", [(0.55, 1.0, 20.0), (0.7, 0.9, 10.0), (0.4, 0.95, 50.0)])
@@ -43,3 +53,37 @@ def test_position_counts_sum_steps_of_any_k():
 def test_fit_refuses_no_drafts():
     with pytest.raises(ValueError, match="k >= 1"):
         fit_acceptance(PositionCounts([0, 0], [0, 0]))
+
+
+def test_decay_can_be_held_while_the_mean_is_fitted():
+    drafted = [30_000] * 4
+    r = marginal_rates(0.64, 0.95, 20.0, 4)
+    counts = PositionCounts(drafted, [int(round(d * x)) for d, x in zip(drafted, r, strict=True)])
+    held = fit_acceptance(counts, concentration=20.0, fit_decay=False, decay=0.95)
+    assert held.position_decay == 0.95 and held.mean == pytest.approx(0.64, abs=0.002)
+
+
+def test_a_workloads_mean_is_the_one_the_simulator_reproduces_it_with():
+    """Requests served to completion: those that accept more finish sooner, so the closed
+    form reads a low mean off their drafts; the simulator-matched fit recovers the truth."""
+    profile = load_profile("cpu-tiny")
+    engine = EngineConfig(max_num_seqs=16, max_num_batched_tokens=2048, block_size=128, k_max=4,
+                          num_kv_blocks=278)  # fmt: skip
+    lengths = tuple((int(p), int(o)) for p, o in zip(np.linspace(32, 600, 40), np.linspace(8, 120, 40), strict=True))
+    truth = AcceptanceConfig(mean=0.62, concentration=20.0, position_decay=0.97)
+    reqs = [Request(i, 0.0, p, o) for i, (p, o) in enumerate(lengths)]
+    pairs = []
+    for seed in (101, 102, 103, 104):  # the "live" measurement: seeds the fit does not use
+        sim = Simulator(profile, engine, truth, seed=seed)
+        sim.start(reqs)
+        while not sim.finished:
+            sim.set_action(Action(k=3))
+            snap = sim.step()
+            pairs.append((snap.drafted_per_pos, snap.accepted_per_pos))
+    w = WorkloadAcceptance("code", lengths, 3, PositionCounts.total(pairs))
+    assert WorkloadAcceptance.from_dict(w.to_dict()) == w and w.requests == 40
+    pooled = fit_acceptance(w.counts, concentration=20.0, fit_decay=False, decay=0.97)
+    assert pooled.mean < 0.60  # the closed form is biased low on finished requests
+    fit = w.fit(pooled, profile, engine)
+    assert fit.position_decay == 0.97 and fit.concentration == 20.0
+    assert fit.mean == pytest.approx(0.62, abs=0.015)

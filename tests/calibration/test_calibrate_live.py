@@ -6,6 +6,7 @@ import argparse
 import json
 
 import pytest
+import yaml
 
 import rlspec.engines.vllm  # noqa: F401  (Intel OpenMP before vLLM)
 
@@ -20,16 +21,26 @@ from rlspec.perf.step_time import StepTimeModel  # noqa: E402
 pytestmark = pytest.mark.vllm
 
 
+def _workload(path, prompt: int) -> str:
+    path.write_text(yaml.safe_dump({
+        "workload": {"kind": "poisson", "rate": 4.0, "duration_s": 4.0,
+                     "prompt": {"dist": "uniform", "low": prompt // 2, "high": prompt},
+                     "output": {"dist": "uniform", "low": 8, "high": 24}},
+    }))  # fmt: skip
+    return str(path)
+
+
 def test_quick_calibration_writes_a_loadable_profile(tiny_pair, tmp_path, capsys):
     target, draft = tiny_pair
     p = argparse.ArgumentParser()
     add_arguments(p)
     out = tmp_path / "cpu-test.yaml"
+    engine = ["--backend", "vllm", "--model", target, "--draft-model", draft, "--max-num-seqs", "4",
+              "--max-num-batched-tokens", "512", "--max-model-len", "512",
+              "--kv-cache-memory-bytes", str(24 << 20), "--block-size", "32", "--dtype", "float32"]  # fmt: skip
     args = p.parse_args([
-        "--backend", "vllm", "--model", target, "--draft-model", draft, "--out", str(out),
-        "--quick", "--max-num-seqs", "4", "--max-num-batched-tokens", "512",
-        "--max-model-len", "512", "--kv-cache-memory-bytes", str(24 << 20), "--block-size", "32",
-        "--dtype", "float32", "--no-progress", "--save-measurements", str(tmp_path / "m.json"),
+        *engine, "--out", str(out), "--quick", "--no-progress", "--save-measurements", str(tmp_path / "m.json"),
+        "--acceptance-workload", _workload(tmp_path / "short.yaml", 32), "--acceptance-requests", "6",
     ])  # fmt: skip
     assert run(args) == 0
     text = capsys.readouterr().out
@@ -51,3 +62,20 @@ def test_quick_calibration_writes_a_loadable_profile(tiny_pair, tmp_path, capsys
     assert cost.iteration(4, 0, 0, 400, True) >= cost.iteration(1, 0, 0, 100, True)
     assert cost.transfer_s > 0
     assert (tmp_path / "m.json").is_file()
+    # The workload's own held-out requests were run for its acceptance, and the profile keeps it.
+    (w,) = m.workload_acceptance
+    assert (w.workload, w.requests, w.k) == ("short", 6, 4) and sum(w.counts.drafted) > 0
+    assert 0.0 < float(prof.sources["acceptance.workload.short.mean"]) < 1.0
+    # Saved measurements gain another workload's acceptance with only that run on the engine.
+    again = tmp_path / "again.yaml"
+    args = p.parse_args([
+        *engine, "--out", str(again), "--from-measurements", str(tmp_path / "m.json"),
+        "--save-measurements", str(tmp_path / "m2.json"), "--acceptance-requests", "4",
+        "--acceptance-workload", _workload(tmp_path / "long.yaml", 400),
+    ])  # fmt: skip
+    assert run(args) == 0
+    m2 = LiveMeasurement.from_dict(json.loads((tmp_path / "m2.json").read_text()))
+    assert m2.records == m.records and [w.workload for w in m2.workload_acceptance] == ["short", "long"]
+    refit = load_profile(again)
+    assert refit.fitted == prof.fitted
+    assert {"acceptance.workload.short.mean", "acceptance.workload.long.mean"} <= set(refit.sources)

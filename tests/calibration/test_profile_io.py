@@ -9,7 +9,8 @@ import struct
 
 import pytest
 
-from rlspec.calibration.calibrate import fit_measurement
+from rlspec.calibration.acceptance import PositionCounts, WorkloadAcceptance
+from rlspec.calibration.calibrate import fit_measurement, held_out_requests
 from rlspec.calibration.cli import add_arguments, run
 from rlspec.calibration.live import EngineFacts, LiveMeasurement
 from rlspec.calibration.matching import Tally, matched_scenario, measured_acceptance
@@ -19,6 +20,7 @@ from rlspec.calibration.profile_writer import (
     safetensors_param_count,
     write_profile,
 )
+from rlspec.calibration.sweep import SweepContext
 from rlspec.evaluate import evaluate
 from rlspec.perf.fit import TERMS
 from rlspec.perf.profile import load_profile
@@ -104,6 +106,43 @@ def test_measurement_round_trip_and_fit(tmp_path, h100):
     assert StepTimeModel(res.profile).transfer_s == pytest.approx(0.035)
     acc = measured_acceptance(res.profile)
     assert acc is not None and acc.mean == pytest.approx(res.acceptance.mean, abs=1e-4)
+
+
+def test_a_workloads_measured_acceptance_reaches_its_matched_scenario(tmp_path, h100):
+    facts = EngineFacts(128, 233, 5, 8912896, "bfloat16", 9.0, 4, 16, 2048, 2048)
+    recs = synthetic_records(h100, noise=0.002, spikes=0.0)
+    recs[-5] = recs[-5].__class__(**{**recs[-5].__dict__, "drafted_per_pos": (1000, 1000),
+                                     "accepted_per_pos": (560, 320)})  # fmt: skip
+    lengths = tuple((400, 6) for _ in range(80))
+    azure = WorkloadAcceptance("tiny-azure-code", lengths, 4, PositionCounts([2000] * 4, [1300, 880, 600, 420]))
+    m = LiveMeasurement(recs, [("offload", 0.01), ("reload", 0.05)], facts, 1.0, workload_acceptance=[azure])
+    back = LiveMeasurement.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert back.workload_acceptance == [azure]
+    t, _ = fake_hf(tmp_path / "t", layers=4)
+    dr, _ = fake_hf(tmp_path / "d", layers=1)
+    res = fit_measurement(back, t, dr, name="x", host_bandwidth=10e9)
+    path = write_profile(tmp_path / "x.yaml", res.profile)
+    prof = load_profile(path)
+    pooled, own = measured_acceptance(prof), measured_acceptance(prof, "tiny-azure-code")
+    assert own.mean == pytest.approx(res.workload_acceptance["tiny-azure-code"].mean, abs=1e-4)
+    assert own.mean > pooled.mean + 0.05  # it accepts more than the pooled probes
+    assert (own.position_decay, own.concentration) == (pooled.position_decay, pooled.concentration)
+    assert measured_acceptance(prof, "tiny-poisson") == pooled  # not measured on its own
+    assert res.summary()["acceptance_by_workload"]["tiny-azure-code"]["requests"] == 80
+    ctx = SweepContext.open(load_scenario("envs/live/tiny-poisson.yaml"), path, live=False)
+    assert ctx.match(load_scenario("envs/live/tiny-azure-code.yaml")).acceptance == own
+    assert ctx.match(load_scenario("envs/live/tiny-poisson.yaml")).acceptance == pooled
+
+
+def test_held_out_requests_have_the_workloads_lengths_arriving_at_once():
+    sc = load_scenario("envs/live/tiny-poisson.yaml")
+    held = held_out_requests(sc, 30)
+    assert len(held) == 30 and all(r.arrival_s == 0.0 for r in held)
+    assert [r.request_id for r in held] == list(range(30))
+    assert [(r.prompt_len, r.output_len) for r in held] != [(r.prompt_len, r.output_len) for r in sc.requests()[:30]]
+    assert [(r.prompt_len, r.output_len) for r in held] == [
+        (r.prompt_len, r.output_len) for r in sc.requests(sc.seed + 1)[:30]
+    ]
 
 
 def test_cli_refits_saved_measurements(tmp_path, h100, capsys):

@@ -62,6 +62,9 @@ class VLLMBackend(Backend):
         if config.clock == "profile" and cost is None:
             raise ConfigError("vllm.clock: 'profile' needs a cost model (the scenario's profile)")
         self.config = config
+        # Seed of the random prompt token ids (a request's tokens come from (prompt_seed, its
+        # id)): calibration draws held-out prompts from another one on the same engine.
+        self.prompt_seed = config.seed
         # The cost model is the clock (clock: profile) or, with the wall clock, the reference
         # the measured iterations are compared with: a profile fitted on another host (or
         # under other load) shows up as a ratio far from 1 before anyone trusts a simulated figure.
@@ -434,7 +437,7 @@ class VLLMBackend(Backend):
         area = 0.0
         while self._next < len(self._requests) and self._requests[self._next].arrival_s <= t:
             r = self._requests[self._next]
-            rng = np.random.default_rng([self.config.seed, r.request_id])
+            rng = np.random.default_rng([self.prompt_seed, r.request_id])
             low = 4 if vocab > 8 else 0
             ids = rng.integers(low, vocab, size=r.prompt_len).tolist()
             sp = SamplingParams(
