@@ -30,11 +30,18 @@ class WorkloadTemplate:
     kind: str
     weight: float = 1.0
     params: dict[str, Any] = field(default_factory=dict)  # field -> value or [lo, hi]
+    # this template's own length ranges (e.g. long prompts with a few output tokens, the
+    # shape of code completion); None: the distribution's
+    prompt_mean: Range | None = None
+    output_mean: Range | None = None
 
     def __post_init__(self) -> None:
         check_range("workloads[].weight", self.weight, lo=0.0)
         if self.kind == "trace":
             raise ConfigError("workloads[].kind: trace replay is for evaluation, not sampling")
+        for name in ("prompt_mean", "output_mean"):
+            if getattr(self, name) is not None:
+                _check_range_pair(f"workloads[].{name}", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -69,12 +76,12 @@ class ScenarioDistribution:
         weights = np.array([t.weight for t in self.workloads], dtype=float)
         t = self.workloads[int(rng.choice(len(weights), p=weights / weights.sum()))]
         duration = _draw(rng, self.duration_s)
-        prompt = LengthConfig(
-            dist="lognormal", mean=_draw(rng, self.prompt_mean), cv=0.8, min=16, max=8192
-        )
-        output = LengthConfig(
-            dist="lognormal", mean=_draw(rng, self.output_mean), cv=0.8, min=8, max=2048
-        )
+        prompt_mean = _draw(rng, t.prompt_mean or self.prompt_mean)
+        output_mean = _draw(rng, t.output_mean or self.output_mean)
+        prompt = LengthConfig(dist="lognormal", mean=prompt_mean, cv=0.8, min=16, max=8192)
+        # floor: 8 tokens, or half the mean when that is smaller (a mean of 4 is a few tokens)
+        floor = min(8, max(1, round(output_mean / 2)))
+        output = LengthConfig(dist="lognormal", mean=output_mean, cv=0.8, min=floor, max=2048)
         params = {k: (_draw(rng, v) if isinstance(v, list) else v) for k, v in t.params.items()}
         if t.kind == "flash":
             params["spike_start_s"] = params.get("spike_start_s", 0.0) % duration

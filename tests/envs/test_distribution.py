@@ -69,3 +69,24 @@ def test_extends_reports_a_missing_parent_and_a_cycle(tmp_path):
     (tmp_path / "b.yaml").write_text("name: b\nextends: a.yaml\n")
     with pytest.raises(ConfigError, match="extends: cycle"):
         load_distribution(tmp_path / "a.yaml")
+
+
+def test_a_template_can_have_its_own_lengths(tmp_path):
+    """Code-completion-like templates (long prompts, a few output tokens) draw their own
+    length means; the others keep the distribution's."""
+    dist = load_distribution(CPU_TINY)
+    code = [t for t in dist.workloads if t.prompt_mean is not None]
+    assert code and all(t.output_mean is not None for t in code)
+    only_code = dataclasses.replace(dist, workloads=code)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        w = only_code.sample(rng).workload
+        assert code[0].prompt_mean[0] <= w.prompt.mean <= code[0].prompt_mean[1]
+        assert code[0].output_mean[0] <= w.output.mean <= code[0].output_mean[1]
+        assert w.output.min <= max(1, round(w.output.mean / 2))  # a mean of 4 allows 2-token outputs
+    others = dataclasses.replace(dist, workloads=[t for t in dist.workloads if t.prompt_mean is None])
+    for _ in range(20):
+        w = others.sample(rng).workload
+        assert dist.prompt_mean[0] <= w.prompt.mean <= dist.prompt_mean[1]
+    with pytest.raises(ConfigError, match=r"workloads\[\].output_mean: expected"):
+        dataclasses.replace(code[0], output_mean=[12, 3])
