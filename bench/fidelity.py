@@ -1,6 +1,7 @@
 """Fidelity of the calibrated simulator against the live vLLM engine.
 
     python bench/fidelity.py [--profile cpu-tiny] [--requests 40] [--wait-quiet 0.3]
+    python bench/fidelity.py --live-from results/fidelity.json   # re-simulate, same live runs
 
 For two workloads - Poisson (envs/live/tiny-poisson.yaml, rate varied) and the Azure code
 trace (envs/live/tiny-azure-code.yaml, length-scaled, replay speed varied) - at >= 6 load
@@ -9,11 +10,16 @@ engine and in the simulator built from the calibrated profile (same KV capacity 
 engine limits and measured acceptance: `rlspec.calibration.matching`). Writes
 results/fidelity.json (`mean_latency_mape`, `acceptance_abs_error`, p99 and throughput
 errors, every point) and results/fidelity.png (live solid, simulated dashed).
+`--live-from` takes the live side of every point from an earlier result instead of running
+the engine: after a change to the simulator or to the profile's acceptance (not its step
+costs, which the goodput controller's live decisions depend on), the simulated side is redone
+against the same live episodes (~20 s instead of ~25 min).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -101,6 +107,18 @@ def plot(points: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _stored_live(path: Path, profile: str) -> dict:
+    """The live side of an earlier fidelity result: per (workload, value, controller)."""
+    d = json.loads(path.read_text())
+    if not d.get("live"):
+        raise SystemExit(f"--live-from {path}: holds no live measurements")
+    if d["profile"] != Path(profile).stem:
+        raise SystemExit(f"--live-from {path}: measured with profile {d['profile']!r}, not {profile!r}")
+    live = {(p["workload"], p["value"], p["controller"]): p["live"] for p in d["points"]}
+    return {"workloads": d["workloads"], "engine": {k: d["engine"][k] for k in ("block_size", "num_kv_blocks")},
+            "live": live, "wall_s": d["wall_s"], "fitted": d["profile_fitted"], "rerun_log": d.get("rerun_log", [])}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu-tiny")
@@ -111,18 +129,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
     ap.add_argument("--values", default=None, help="override the load levels (one workload)")
     ap.add_argument("--sim-only", action="store_true", help="no live engine (choosing rates)")
+    ap.add_argument("--live-from", default=None, metavar="JSON",
+                    help="take the live side from this earlier result (same workloads) instead of the engine")  # fmt: skip
     ap.add_argument("--out", default="fidelity")
     args = ap.parse_args(argv)
+    stored = _stored_live(Path(args.live_from), args.profile) if args.live_from else None
 
     prof = load_profile(args.profile)
+    if stored is not None and stored["fitted"] != (prof.fitted.__dict__ if prof.fitted else None):
+        raise SystemExit(f"--live-from {args.live_from}: its profile's step costs differ from {args.profile!r}'s "
+                         "now; the live goodput runs depend on them: re-run live")  # fmt: skip
     profile_path = Path(args.profile) if Path(args.profile).suffix else ROOT / f"rlspec/perf/profiles/{args.profile}.yaml"
     chosen = [w for w in WORKLOADS if w.name in args.workloads.split(",")]
     if args.values:
         vals = tuple(float(v) for v in args.values.split(","))
         chosen = [Workload(w.name, w.scenario, w.knob, vals, w.requests) for w in chosen]
     chosen = [Workload(w.name, w.scenario, w.knob, w.values, args.requests) for w in chosen]
+    if stored is not None:  # the stored run's workloads, load levels and engine
+        chosen = [Workload(w.name, w.scenario, w.knob, tuple(stored["workloads"][w.name]["values"]),
+                           stored["workloads"][w.name]["requests"]) for w in chosen if w.name in stored["workloads"]]  # fmt: skip
     ctx = SweepContext.open(chosen[0].variant(chosen[0].values[0]), profile_path,
-                            live=not args.sim_only, quiet=args.wait_quiet, sim_seeds=args.sim_seeds)  # fmt: skip
+                            live=not args.sim_only and stored is None, quiet=args.wait_quiet,
+                            sim_seeds=args.sim_seeds, **(stored["engine"] if stored else {}))  # fmt: skip
     t0 = time.perf_counter()
     points: list[dict] = []
     try:
@@ -132,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
                 rate = offered_rate(sc)
                 for c in CONTROLLERS:
                     sim = ctx.run_sim(sc, c)
-                    live = ctx.run_live(sc, c) if ctx.live is not None else sim
+                    if stored is not None:
+                        live = stored["live"][(w.name, v, c)]
+                    else:
+                        live = ctx.run_live(sc, c) if ctx.live is not None else sim
                     err = {
                         "mean_latency": rel_err(sim["mean_latency_s"], live["mean_latency_s"]),
                         "mean_latency_signed": (sim["mean_latency_s"] - live["mean_latency_s"]) / live["mean_latency_s"],
@@ -175,10 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         "engine": {"block_size": ctx.block_size, "num_kv_blocks": ctx.num_kv_blocks,
                    "kv_tokens": ctx.block_size * ctx.num_kv_blocks},
         "acceptance_model": ctx.acceptance.__dict__ if ctx.acceptance else None,
+        "acceptance_by_workload": {w.name: (a.__dict__ if (a := ctx.acceptance_of(w.variant(w.values[0]))) else None)
+                                   for w in chosen},  # fmt: skip
         "controllers": CONTROLLERS,
         "workloads": {w.name: {"scenario": str(Path(w.scenario).relative_to(ROOT)), "knob": w.knob,
                                "values": list(w.values), "requests": w.requests} for w in chosen},
         "live": not args.sim_only,
+        "live_from": None if stored is None else {"path": args.live_from, "wall_s": stored["wall_s"]},
         "sim_seeds": args.sim_seeds,
         "mean_latency_mape": s["mean_latency_mape"],
         "acceptance_abs_error": s["acceptance_abs_error"],
@@ -191,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "other_load_cores_mean": statistics.fmean(loads) if loads else 0.0,
         "other_load_cores_max": max(loads) if loads else 0.0,
         "step_time_vs_profile_mean": mean_of_present(p["live"].get("step_time_vs_profile") for p in points),
-        "rerun_log": ctx.log,
+        "rerun_log": ctx.log if stored is None else stored["rerun_log"],
         "wall_s": round(time.perf_counter() - t0, 1),
         "plot": str(plot_path.relative_to(ROOT)),
         "points": points,
