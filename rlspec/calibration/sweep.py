@@ -123,10 +123,10 @@ class SweepContext:
 
     def acceptance_of(self, scenario: Scenario) -> AcceptanceConfig | None:
         """The acceptance calibration measured on this scenario's workload, else the pooled
-        one."""
+        one (None: the profile was not calibrated)."""
         from rlspec.perf.profile import load_profile
 
-        return measured_acceptance(load_profile(self.profile), scenario.name) or self.acceptance
+        return measured_acceptance(load_profile(self.profile), scenario.name)
 
     def run_live(self, scenario: Scenario, controller: str, seed: int | None = None) -> dict[str, Any]:
         """One live episode. With `quiet` set: wait for a quiet CPU first, abort the episode
