@@ -56,7 +56,8 @@ def measure(job: tuple[str, Scenario, float, str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--horizon", type=float, default=6.0, help="oracle rollout window (s)")
+    ap.add_argument("--horizon", type=float, default=6.0,
+                    help="oracle rollout window (s; at least OracleConfig.horizon_steps iterations)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--policy", default=str(ROOT / "checkpoints" / "h100-ppo"))
     ap.add_argument("--scenarios", default="", help="comma-separated names (default: all)")
@@ -81,7 +82,8 @@ def main() -> None:
             )
     sat = rows.get("kv-saturation")
     payload = {
-        "oracle": {"horizon_s": args.horizon, "base": OracleConfig().base},
+        "oracle": {"horizon_s": args.horizon, "horizon_steps": OracleConfig().horizon_steps,
+                   "base": OracleConfig().base},
         "policy": repo_path(args.policy),
         "scenarios": rows,
         "kv_saturation_rate": KV_SATURATION_RATE,

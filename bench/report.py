@@ -160,7 +160,9 @@ def headroom(d: dict) -> list[str]:
         "",
         f"The oracle (`rlspec/oracle.py`) copies the simulator each decision - future arrivals and "
         f"random stream included - plays every action for one interval then `{o['base']}` for "
-        f"{o['horizon_s']:g} s of virtual time, and keeps the action with the least request-seconds. "
+        + (f"{o['horizon_s']:g} s of virtual time or {o['horizon_steps']} iterations, whichever is "
+           "longer," if "horizon_steps" in o else f"{o['horizon_s']:g} s of virtual time,")
+        + " and keeps the action with the least request-seconds. "
         "It is one step of policy improvement with an exact model, so its margin over the best "
         "analytical controller is about the most a policy that sees only features can gain. "
         f"Policy: `{d['policy']}`.",

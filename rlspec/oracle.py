@@ -10,7 +10,12 @@ exact model; its margin over `base` bounds what a policy that only sees features
 to gain, so the benchmarks report it next to the targets.
 
 Rollouts are charged over the same virtual-time window: a window counted in iterations
-would favour whichever action makes iterations shortest.
+would favour whichever action makes iterations shortest. The window must still outlast a
+request's life, which is counted in iterations: 6 s spans ~120 of a 50 ms engine's steps,
+but only ~6 where long-prompt steps take 1 s (the Azure code trace on the CPU engine), and
+there the 6-s oracle was 3-18% slower than static:3, and at least 60 iterations make it
+0.987-1.006 of it (notes/calibration.md section 8). So the window is at least
+`horizon_steps` iterations at the current step time.
 """
 
 from __future__ import annotations
@@ -30,11 +35,17 @@ from rlspec.features import FeatureTracker
 
 @dataclass(frozen=True)
 class OracleConfig:
-    horizon_s: float = 6.0  # virtual seconds each rollout is charged over
+    horizon_s: float = 6.0  # virtual seconds each rollout is charged over, at least
+    horizon_steps: int = 60  # ...and at least this many iterations at the step-time EWMA
     base: str = "goodput"  # controller the rollouts follow after their first interval
 
     def __post_init__(self) -> None:
         check_range("oracle.horizon_s", self.horizon_s, lo=1e-3)
+        check_range("oracle.horizon_steps", self.horizon_steps, lo=0)
+
+    def window_s(self, step_time_s: float) -> float:
+        """The rollout window for an engine whose iterations take `step_time_s`."""
+        return max(self.horizon_s, self.horizon_steps * step_time_s)
 
 
 class LookaheadOracle(Controller):
@@ -78,7 +89,7 @@ class LookaheadOracle(Controller):
         # The workload's requests are frozen and never mutated: share them, copy the state.
         memo = {id(self.backend.requests): self.backend.requests}
         backend, tracker, base = copy.deepcopy((self.backend, obs, self.base), memo)
-        end = tracker.last.clock_s + self.cfg.horizon_s
+        end = tracker.last.clock_s + self.cfg.window_s(tracker.step_time)
         cost, action = 0.0, first
         while True:
             backend.set_action(action)

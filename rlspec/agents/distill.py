@@ -85,6 +85,7 @@ class LabelJob:
     actor: str  # controller spec whose states are visited (`goodput`, `policy:FILE`)
     beta: float  # probability of playing the oracle's choice instead of the actor's
     horizon_s: float
+    horizon_steps: int
 
 
 def label_episode(job: LabelJob) -> OracleLabels:
@@ -96,7 +97,7 @@ def label_episode(job: LabelJob) -> OracleLabels:
                               decision_interval=job.decision_interval)  # fmt: skip
     obs, _ = env.reset(seed=job.seed)
     ctx = control_context(env.scenario, env.backend)
-    oracle = LookaheadOracle(env.backend, OracleConfig(horizon_s=job.horizon_s))
+    oracle = LookaheadOracle(env.backend, OracleConfig(horizon_s=job.horizon_s, horizon_steps=job.horizon_steps))
     actor = make_controller(job.actor)
     oracle.reset(ctx)
     actor.reset(ctx)
@@ -221,7 +222,7 @@ def distill(cfg, model, venv, run_dir: Path, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     template = LabelJob(str(cfg.resolve(cfg.distribution).resolve()), cfg.reward, cfg.max_episode_steps,
                         cfg.decision_interval, cfg.seed + 10_000, w.oracle_actor, w.oracle_beta,
-                        w.oracle_horizon_s)  # fmt: skip
+                        w.oracle_horizon_s, w.oracle_horizon_steps)  # fmt: skip
     parts = [cached_labels(out / "labels-0.npz", template, w.steps, w.workers, progress)]
     seed_normalization(venv, parts[0], cfg.ppo.gamma)
     stats: dict = {}

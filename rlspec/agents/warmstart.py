@@ -38,7 +38,8 @@ class WarmStartConfig:
     # Oracle distillation only:
     oracle_actor: str = "goodput"  # whose states round 0 visits
     oracle_beta: float = 0.5  # round 0 plays the oracle's choice with this probability
-    oracle_horizon_s: float = 6.0  # rollout window of each label
+    oracle_horizon_s: float = 6.0  # rollout window of each label, at least
+    oracle_horizon_steps: int = 60  # ...and at least this many iterations (OracleConfig)
     dagger_rounds: int = 1  # further rounds, each visiting the states of the policy so far
     dagger_steps: int = 10_000  # labels per further round
     workers: int = 2  # labelling processes
@@ -47,6 +48,7 @@ class WarmStartConfig:
         check_range("warm_start.steps", self.steps, lo=1)
         check_range("warm_start.oracle_beta", self.oracle_beta, 0.0, 1.0)
         check_range("warm_start.oracle_horizon_s", self.oracle_horizon_s, lo=1e-3)
+        check_range("warm_start.oracle_horizon_steps", self.oracle_horizon_steps, lo=0)
         check_range("warm_start.dagger_rounds", self.dagger_rounds, lo=0)
         check_range("warm_start.dagger_steps", self.dagger_steps, lo=1)
         check_range("warm_start.workers", self.workers, lo=1)

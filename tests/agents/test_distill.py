@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def job(**kw) -> LabelJob:
     base = dict(distribution=str(ROOT / "envs" / "steady-low.yaml"), reward=RewardConfig(),
                 max_episode_steps=6, decision_interval=None, seed=3, actor="static:2",
-                beta=0.0, horizon_s=0.5)  # fmt: skip
+                beta=0.0, horizon_s=0.5, horizon_steps=0)  # fmt: skip
     return LabelJob(**{**base, **kw})
 
 
