@@ -11,11 +11,11 @@ to gain, so the benchmarks report it next to the targets.
 
 Rollouts are charged over the same virtual-time window: a window counted in iterations
 would favour whichever action makes iterations shortest. The window must still outlast a
-request's life, which is counted in iterations: 6 s spans ~120 of a 50 ms engine's steps,
-but only ~6 where long-prompt steps take 1 s (the Azure code trace on the CPU engine), and
-there the 6-s oracle was 3-18% slower than static:3, and at least 60 iterations make it
-0.987-1.006 of it (notes/calibration.md section 8). So the window is at least
-`horizon_steps` iterations at the current step time.
+request's life, which is counted in iterations: 6 s spans ~120 of a 50 ms engine's steps
+but only ~6 where long-prompt steps take 1 s (the Azure code trace on the CPU engine).
+There the 6-s oracle was 3-18% slower than static:3; a window of at least `horizon_steps`
+(60) iterations at the current step time makes it 0.987-1.006 of static:3
+(notes/calibration.md section 8).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def test_the_oracle_refuses_engines_it_cannot_copy():
 def test_the_window_spans_iterations_on_an_engine_with_slow_steps():
     """The CPU engine's Azure code replay takes ~1 s per iteration: a 6-s window sees ~6 of
     them, too few for any request to finish inside it, and the oracle built on it lost to
-    static:3 by 15%. Sixty iterations' worth beats static:3."""
+    static:3 by 14%. Sixty iterations' worth beats static:3."""
     w = Workload("azure-code", str(ROOT / "envs/live/tiny-azure-code.yaml"), "rate_scale", (1.0,))
     scenario = w.variant(1.0)
     requests = scenario.requests()

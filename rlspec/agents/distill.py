@@ -97,7 +97,8 @@ def label_episode(job: LabelJob) -> OracleLabels:
                               decision_interval=job.decision_interval)  # fmt: skip
     obs, _ = env.reset(seed=job.seed)
     ctx = control_context(env.scenario, env.backend)
-    oracle = LookaheadOracle(env.backend, OracleConfig(horizon_s=job.horizon_s, horizon_steps=job.horizon_steps))
+    oracle = LookaheadOracle(
+        env.backend, OracleConfig(horizon_s=job.horizon_s, horizon_steps=job.horizon_steps))
     actor = make_controller(job.actor)
     oracle.reset(ctx)
     actor.reset(ctx)
