@@ -16,6 +16,13 @@ but only ~6 where long-prompt steps take 1 s (the Azure code trace on the CPU en
 There the 6-s oracle was 3-18% slower than static:3; a window of at least `horizon_steps`
 (60) iterations at the current step time makes it 0.987-1.006 of static:3
 (notes/calibration.md section 8).
+
+The simulator draws an episode's luck up front, by request and output position, so every
+rollout meets the same arrivals and the same verdict on a draft at the same position: the
+costs of two actions differ by what the actions cause (common random numbers). When each
+verify step drew from one shared stream, rollouts fell out of step within a few iterations
+and on the Azure code replay the cost differences were mostly noise (notes/calibration.md
+section 9).
 """
 
 from __future__ import annotations
@@ -81,14 +88,12 @@ class LookaheadOracle(Controller):
         the cost of every alternative, not only the winner, so a policy that cannot see the
         future can learn which action is cheapest on average where the futures differ.
         """
-        return np.array([self._rollout(action, obs) for action in self.actions])
+        return np.array([self.rollout(action, obs) for action in self.actions])
 
-    def _rollout(self, first: Action, obs: FeatureTracker) -> float:
+    def rollout(self, first: Action, obs: FeatureTracker) -> float:
         """Request-seconds from now to now + horizon if `first` is played now."""
         self.rollouts += 1
-        # The workload's requests are frozen and never mutated: share them, copy the state.
-        memo = {id(self.backend.requests): self.backend.requests}
-        backend, tracker, base = copy.deepcopy((self.backend, obs, self.base), memo)
+        backend, tracker, base = copy.deepcopy((self.backend, obs, self.base))
         end = tracker.last.clock_s + self.cfg.window_s(tracker.step_time)
         cost, action = 0.0, first
         while True:

@@ -54,32 +54,31 @@ class AcceptanceModel:
         self._drift_t = np.array([t for t, _ in cfg.drift], dtype=float)
         self._drift_m = np.array([m for _, m in cfg.drift], dtype=float)
 
-    def mean_at(self, t: float) -> float:
+    def mean_at(self, times: np.ndarray) -> np.ndarray:
+        """The dataset mean at each of `times` (seconds)."""
+        times = np.asarray(times, dtype=np.float64)
         if not len(self._drift_t):
-            return self.cfg.mean
-        return float(np.interp(t, self._drift_t, self._drift_m))
+            return np.full(times.shape, self.cfg.mean)
+        return np.interp(times, self._drift_t, self._drift_m)
 
-    def draw_request(self, t: float) -> float:
-        """Acceptance probability of a request arriving at time t, inside (0, 1)."""
-        m = self.mean_at(t)
-        if 0.0 < m < 1.0:
+    def draw_requests(self, times: np.ndarray) -> np.ndarray:
+        """Acceptance probabilities of requests arriving at `times`, inside (0, 1)."""
+        m = self.mean_at(times)
+        inner = (m > 0.0) & (m < 1.0)
+        if inner.any():
             c = self.cfg.concentration
-            m = float(self._rng.beta(m * c, (1.0 - m) * c))
-        # Kept off 0 and 1 so that log(a) is finite in `accepted`.
-        return min(max(m, _A_MIN), _A_MAX)
+            m[inner] = self._rng.beta(m[inner] * c, (1.0 - m[inner]) * c)
+        # Kept off 0 and 1 so that every position's acceptance stays a probability.
+        return np.clip(m, _A_MIN, _A_MAX)
 
     def accepted(self, a: np.ndarray, k: int, u: np.ndarray) -> np.ndarray:
-        """Accepted drafts per request for acceptance probabilities `a` in (0, 1) and
-        uniforms `u` in (0, 1].
+        """Accepted drafts per request for acceptance probabilities `a` (n,) in (0, 1) and
+        one uniform in (0, 1] per draft position, `u` (n, k).
 
-        P(accepted >= j) = prod_{i<j} a * decay^i, so accepted = #{j : u < P(>= j)};
-        without decay that is floor(log u / log a), truncated at k.
+        Draft position j is accepted when its uniform falls under a * decay^j and every
+        earlier one was, so P(accepted >= j) = prod_{i<j} a * decay^i.
         """
         if k == 0:
             return np.zeros(len(a), dtype=np.int64)
-        decay = self.cfg.position_decay
-        if decay == 1.0:
-            return np.minimum((np.log(u) / np.log(a)).astype(np.int64), k)
-        steps = a[:, None] * decay ** np.arange(k)[None, :]
-        surv = np.cumprod(steps, axis=1)
-        return (u[:, None] < surv).sum(axis=1)
+        thresholds = a[:, None] * self.cfg.position_decay ** np.arange(k)[None, :]
+        return np.cumprod(u[:, :k] < thresholds, axis=1).sum(axis=1)

@@ -22,6 +22,7 @@ since are recomputed as a prefill through target and drafter, under the token bu
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Sequence
 
@@ -37,13 +38,15 @@ from rlspec.sim.config import EngineConfig
 from rlspec.sim.kv import BlockPool
 from rlspec.workload.request import Request
 
-_UNIFORM_BUFFER = 1 << 16
-
 
 class Simulator(Backend):
     """A seeded, instance-owned simulation of one serving engine."""
 
     copyable = True  # all state, the RNG included, is plain Python / numpy
+    # Read-only once built (the cost models, the workload and the episode's luck), so a copy
+    # (one of the oracle's rollouts) shares them instead of duplicating ~1 MB each time.
+    _SHARED_ON_COPY = ("profile", "engine", "cost", "_clock", "requests", "arrival", "prompt",
+                       "output", "acc_prob", "_luck", "_luck_start")  # fmt: skip
 
     def __init__(
         self,
@@ -89,7 +92,16 @@ class Simulator(Backend):
         self.preempted = np.zeros(n, dtype=np.int64)
         # First KV position computed while the drafter was away (-1: drafter KV current).
         self.stale = np.full(n, -1, dtype=np.int64)
-        self.acc_prob = np.zeros(n, dtype=np.float64)  # drawn on arrival (drift is by time)
+        # All of an episode's luck is drawn here, keyed by request and output position: a
+        # request's acceptance probability (drift is by arrival time), and for each output
+        # position the uniform that decides a draft there. The text decides whether a draft
+        # matches, not the draft length, so every k (and each of the oracle's rollouts, which
+        # copy this state) meets the same luck at the same position: rollouts that differ
+        # only in their actions differ only by what the actions cause.
+        self.acc_prob = self._acc.draw_requests(arrivals)
+        span = self.output + self.k_max
+        self._luck_start = np.cumsum(span) - span  # (n,) first uniform of each request
+        self._luck = 1.0 - self._rng.random(int(span.sum()))  # in (0, 1]
 
         self.kv = BlockPool.for_profile(self.profile, self.engine)
         self.clock = 0.0
@@ -102,13 +114,30 @@ class Simulator(Backend):
         self.drafter = DrafterState.RESIDENT
         self.k = 0
         self._want = Action(k=0)
-        self._uniform = 1.0 - self._rng.random(_UNIFORM_BUFFER)
-        self._u_pos = 0
         self._episode += 1
         self.iterations = 0
         self.refill_tokens = 0  # tokens rewound for drafter-KV refill this episode
         self._arrive_until(0.0)
         return self._snapshot(0.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, (), ())
+
+    def __deepcopy__(self, memo: dict) -> Simulator:
+        for name in self._SHARED_ON_COPY:
+            value = getattr(self, name)
+            memo.setdefault(id(value), value)
+        clone = object.__new__(type(self))
+        memo[id(self)] = clone
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
+
+    def redraw_luck(self, seed: int) -> None:
+        """Draw new luck for everything still undecided: the acceptance of requests that have
+        not arrived and the verdict at every output position (positions already passed are
+        never read again). For variance studies: the same state, another future's luck."""
+        rng = np.random.default_rng(seed)
+        fresh = AcceptanceModel(self.acceptance_cfg, rng).draw_requests(self.arrival)
+        self.acc_prob = np.concatenate([self.acc_prob[: self._next_arrival],
+                                        fresh[self._next_arrival :]])  # fmt: skip
+        self._luck = 1.0 - rng.random(len(self._luck))
 
     def reseed(self, seed: int) -> None:
         """Restart the random stream: same seed and workload, same trajectory."""
@@ -171,8 +200,8 @@ class Simulator(Backend):
         if n_dec:
             remaining = self.output[dec] - self.generated[dec]
             if k:
-                u = self._uniforms(n_dec)
-                acc = self._acc.accepted(self.acc_prob[dec], k, u)
+                pos = (self._luck_start[dec] + self.generated[dec])[:, None] + np.arange(k)
+                acc = self._acc.accepted(self.acc_prob[dec], k, self._luck[pos])
                 draft_reqs = n_dec
                 drafted = n_dec * k
                 accepted = int(acc.sum())
@@ -390,7 +419,6 @@ class Simulator(Backend):
         area = 0.0
         while i < n and self.arrival[i] <= t:
             self.waiting.append(i)
-            self.acc_prob[i] = self._acc.draw_request(self.arrival[i])
             area += t - self.arrival[i]
             i += 1
         self._next_arrival = i
@@ -406,14 +434,6 @@ class Simulator(Backend):
             gap = 0.0
         n_arr, _ = self._arrive_until(self.clock)
         return self._snapshot(gap, 0, 0, 0, 0, 0, 0, 0, n_arr, 0, 0, 0.0, 0, (), ())
-
-    def _uniforms(self, n: int) -> np.ndarray:
-        if self._u_pos + n > _UNIFORM_BUFFER:
-            self._uniform = 1.0 - self._rng.random(_UNIFORM_BUFFER)  # in (0, 1]
-            self._u_pos = 0
-        u = self._uniform[self._u_pos : self._u_pos + n]
-        self._u_pos += n
-        return u
 
     def _snapshot(
         self,

@@ -24,8 +24,8 @@ def test_closed_form_matches_the_simulators_acceptance_model(mean, decay, conc):
     rng = np.random.default_rng(0)
     model = AcceptanceModel(AcceptanceConfig(mean=mean, concentration=conc, position_decay=decay), rng)
     k, n = 4, 200_000
-    a = np.array([model.draw_request(0.0) for _ in range(n)])
-    acc = model.accepted(a, k, 1.0 - rng.random(n))
+    a = model.draw_requests(np.zeros(n))
+    acc = model.accepted(a, k, 1.0 - rng.random((n, k)))
     measured = [(acc > j).mean() for j in range(k)]
     np.testing.assert_allclose(marginal_rates(mean, decay, conc, k), measured, atol=0.004)
 

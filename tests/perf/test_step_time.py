@@ -42,7 +42,7 @@ def test_accepted_counts_follow_the_truncated_geometric():
     model = AcceptanceModel(AcceptanceConfig(mean=0.7), np.random.default_rng(0))
     rng = np.random.default_rng(1)
     n, k = 200_000, 4
-    acc = model.accepted(np.full(n, 0.7), k, rng.random(n))
+    acc = model.accepted(np.full(n, 0.7), k, 1.0 - rng.random((n, k)))
     assert acc.min() == 0 and acc.max() == k
     assert acc.mean() + 1 == pytest.approx(expected_tokens(0.7, k), rel=0.01)
     for j in range(1, k + 1):
@@ -54,7 +54,7 @@ def test_position_decay_lowers_later_positions():
         AcceptanceConfig(mean=0.9, position_decay=0.8), np.random.default_rng(0)
     )
     rng = np.random.default_rng(2)
-    acc = model.accepted(np.full(100_000, 0.9), 3, rng.random(100_000))
+    acc = model.accepted(np.full(100_000, 0.9), 3, 1.0 - rng.random((100_000, 3)))
     assert (acc >= 1).mean() == pytest.approx(0.9, abs=0.01)
     assert (acc >= 2).mean() == pytest.approx(0.9 * 0.72, abs=0.01)
 
@@ -62,8 +62,8 @@ def test_position_decay_lowers_later_positions():
 def test_drift_moves_the_mean_over_time():
     cfg = AcceptanceConfig(mean=0.8, concentration=50, drift=[(0.0, 0.9), (100.0, 0.5)])
     model = AcceptanceModel(cfg, np.random.default_rng(0))
-    early = np.mean([model.draw_request(0.0) for _ in range(3000)])
-    late = np.mean([model.draw_request(100.0) for _ in range(3000)])
+    early = model.draw_requests(np.zeros(3000)).mean()
+    late = model.draw_requests(np.full(3000, 100.0)).mean()
     assert early == pytest.approx(0.9, abs=0.01)
     assert late == pytest.approx(0.5, abs=0.02)
 

@@ -155,6 +155,56 @@ def test_same_seed_same_trajectory_different_seed_differs(make_sim):
     assert clocks(11) != clocks(12)
 
 
+def revealed_draft_outcomes(sim, requests, schedule_seed) -> dict[tuple[int, int], bool]:
+    """(request, output position) -> whether the draft there was accepted, for every
+    position a verify step revealed. Memory is ample and the drafter stays, so a request
+    that has sampled a token decodes in every step until it finishes."""
+    seen: dict[tuple[int, int], bool] = {}
+
+    def check(s, before):
+        if not s.k:
+            return
+        for rid in np.flatnonzero((before >= 1) & (sim.generated > before)):
+            g, out = int(before[rid]), int(sim.generated[rid])
+            accepted = out - g - 1
+            for j in range(accepted):
+                seen[(int(rid), g + j)] = True
+            if accepted < s.k and out < sim.output[rid]:  # not cut short by the output length
+                seen[(int(rid), g + accepted)] = False
+
+    run_random_schedule(sim, requests, seed=schedule_seed, check=check)
+    return seen
+
+
+def test_every_draft_length_meets_the_same_luck_at_the_same_position(make_sim):
+    """Whether a draft at a request's output position is accepted is fixed per episode (the
+    text decides it), so two schedules of k on one seed agree wherever both looked. The
+    oracle's rollouts rely on it: they must differ by what their actions cause, not by luck."""
+    reqs = poisson_requests(120, rate=20.0, seed=4)
+    a = revealed_draft_outcomes(make_sim(seed=5, acceptance=0.6), reqs, schedule_seed=1)
+    b = revealed_draft_outcomes(make_sim(seed=5, acceptance=0.6), reqs, schedule_seed=2)
+    both = a.keys() & b.keys()
+    assert len(both) > 2_000
+    assert {a[p] for p in both} == {True, False}
+    assert all(a[p] == b[p] for p in both)
+    other = revealed_draft_outcomes(make_sim(seed=6, acceptance=0.6), reqs, schedule_seed=2)
+    assert any(other[p] != b[p] for p in other.keys() & b.keys())
+
+
+def test_a_copy_shares_the_workload_and_its_luck_but_not_its_state(make_sim):
+    import copy
+
+    sim = make_sim(seed=1)
+    sim.start(poisson_requests(50, rate=10.0, seed=2))
+    twin = copy.deepcopy(sim)
+    assert twin._luck is sim._luck and twin.acc_prob is sim.acc_prob and twin.requests is sim.requests
+    assert twin.generated is not sim.generated and twin.kv is not sim.kv
+    twin.set_action(Action(k=3))
+    while not twin.finished:
+        twin.step()
+    assert sim.completed == 0 and twin.completed == 50
+
+
 def test_area_under_requests_in_system_is_total_latency(make_sim):
     """Little's Law bookkeeping the reward relies on: sum of N dt == sum of latencies."""
     reqs = poisson_requests(300, rate=25.0, seed=9)
