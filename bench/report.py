@@ -423,12 +423,44 @@ def drift_robustness(d: dict) -> list[str]:
     return [*out, ""]
 
 
+def oracle_labels(d: dict) -> list[str]:
+    out = [
+        "## How much of an oracle label is signal (`bench/oracle_labels.py`)",
+        "",
+        _env(d),
+        "",
+        f"At {d['states_per_point']} states of goodput's episode at each sim-to-real point (profile "
+        f"`{d['profile']}`), the simulator's luck is redrawn {d['draws']} times and every action "
+        "rolled out. *Shared*: all actions meet the same luck (the oracle's labels: the simulator "
+        "keys acceptance by request and output position); *independent*: each action its own draw. "
+        "Signal-to-noise: median |mean| / std of the cost difference to goodput's action across "
+        f"draws (pure noise gives {d['noise_floor']:.2f}); agreement: how often two draws pick "
+        "the same cheapest action.",
+        "",
+        "| point | signal-to-noise, shared | independent | agreement, shared | independent |",
+        "|---|---|---|---|---|",
+    ]
+    for r in d["points"]:
+        knob = next(k for k in r if k not in ("workload", "states", *MODES))
+        sh, ind = r["shared"], r["independent"]
+        out.append(f"| {r['workload']} {knob}={r[knob]:g} | **{sh['snr_median']:.2f}** | {ind['snr_median']:.2f} | "
+                   f"{sh['argmin_agreement']:.2f} | {ind['argmin_agreement']:.2f} |")  # fmt: skip
+    sh, ind = d["summary"]["shared"], d["summary"]["independent"]
+    out.append(f"| mean | **{sh['snr_median']:.2f}** | {ind['snr_median']:.2f} | "
+               f"{sh['argmin_agreement']:.2f} | {ind['argmin_agreement']:.2f} |")
+    return [*out, ""]
+
+
+MODES = ("shared", "independent")
+
+
 SECTIONS = [
     ("sim_speed", sim_speed),
     ("paper_findings", paper_findings),
     ("decision_interval", decision_interval),
     ("policy_vs_baselines", policy_vs_baselines),
     ("headroom", headroom),
+    ("oracle_labels", oracle_labels),
     ("live_tradeoff", live_tradeoff),
     ("live_curves", live_curves),
     ("serve_bench", serve_bench),
