@@ -35,6 +35,7 @@ from sim_to_real import WORKLOADS
 
 sys.path.insert(0, str(ROOT))
 
+from rlspec.control.action import Action  # noqa: E402
 from rlspec.control.registry import make_controller  # noqa: E402
 from rlspec.engines.factory import make_backend  # noqa: E402
 from rlspec.evaluate import control_context  # noqa: E402
@@ -69,13 +70,12 @@ def goodput_states(scenario, count: int) -> tuple[list, object]:
 
 def costs_under_draws(backend, tracker, ctx, draws: int, mode: str, seed: int) -> np.ndarray:
     """(draws, actions) rollout request-seconds at one state."""
-    out = np.empty((draws, ctx.k_max + 2))
-    actions = LookaheadOracle(backend, OracleConfig())
-    actions.reset(ctx)
+    actions = [Action.from_index(i, ctx.k_max) for i in range(ctx.k_max + 2)]
+    out = np.empty((draws, len(actions)))
     for d in range(draws):
         shared = copy.deepcopy(backend)
         shared.redraw_luck(seed + d)
-        for i, action in enumerate(actions.actions):
+        for i, action in enumerate(actions):
             engine = shared
             if mode == "independent":
                 engine = copy.deepcopy(backend)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     for w, value in points:
         scenario = w.variant(value)
         states, ctx = goodput_states(scenario, args.states)
-        row = {"workload": w.name, w.knob: value, "states": len(states)}
+        row = {"workload": w.name, "knob": w.knob, "value": value, "states": len(states)}
         for mode in MODES:
             costs = []
             for s, (backend, tracker, _) in enumerate(states):
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 bar.update()
             row[mode] = label_statistics(costs, [ref for _, _, ref in states])
         rows.append(row)
-        print(f"{w.name} {w.knob}={value}: signal-to-noise shared {row['shared']['snr_median']:.2f}"
+        print(f"{w.name} {w.knob}={value:g}: signal-to-noise shared {row['shared']['snr_median']:.2f}"
               f" / independent {row['independent']['snr_median']:.2f}, argmin agreement "
               f"{row['shared']['argmin_agreement']:.2f} / {row['independent']['argmin_agreement']:.2f}")  # fmt: skip
     bar.close()

@@ -441,17 +441,13 @@ def oracle_labels(d: dict) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for r in d["points"]:
-        knob = next(k for k in r if k not in ("workload", "states", *MODES))
         sh, ind = r["shared"], r["independent"]
-        out.append(f"| {r['workload']} {knob}={r[knob]:g} | **{sh['snr_median']:.2f}** | {ind['snr_median']:.2f} | "
+        out.append(f"| {r['workload']} {r['knob']}={r['value']:g} | **{sh['snr_median']:.2f}** | {ind['snr_median']:.2f} | "
                    f"{sh['argmin_agreement']:.2f} | {ind['argmin_agreement']:.2f} |")  # fmt: skip
     sh, ind = d["summary"]["shared"], d["summary"]["independent"]
     out.append(f"| mean | **{sh['snr_median']:.2f}** | {ind['snr_median']:.2f} | "
                f"{sh['argmin_agreement']:.2f} | {ind['argmin_agreement']:.2f} |")
     return [*out, ""]
-
-
-MODES = ("shared", "independent")
 
 
 SECTIONS = [

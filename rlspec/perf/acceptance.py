@@ -53,6 +53,7 @@ class AcceptanceModel:
         self._rng = rng
         self._drift_t = np.array([t for t, _ in cfg.drift], dtype=float)
         self._drift_m = np.array([m for _, m in cfg.drift], dtype=float)
+        self._decay_pows: dict[int, np.ndarray] = {}  # k -> decay ** (0..k-1)
 
     def mean_at(self, times: np.ndarray) -> np.ndarray:
         """The dataset mean at each of `times` (seconds)."""
@@ -80,5 +81,6 @@ class AcceptanceModel:
         """
         if k == 0:
             return np.zeros(len(a), dtype=np.int64)
-        thresholds = a[:, None] * self.cfg.position_decay ** np.arange(k)[None, :]
-        return np.cumprod(u[:, :k] < thresholds, axis=1).sum(axis=1)
+        if k not in self._decay_pows:  # once per draft length: this runs every verify step
+            self._decay_pows[k] = self.cfg.position_decay ** np.arange(k)
+        return np.cumprod(u < a[:, None] * self._decay_pows[k], axis=1).sum(axis=1)

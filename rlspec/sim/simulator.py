@@ -65,6 +65,7 @@ class Simulator(Backend):
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._acc = AcceptanceModel(acceptance, self._rng)
+        self._draft_pos = np.arange(self.k_max)  # offsets of a step's drafts from its position
         self._episode = 0
         self.start([])
 
@@ -200,7 +201,7 @@ class Simulator(Backend):
         if n_dec:
             remaining = self.output[dec] - self.generated[dec]
             if k:
-                pos = (self._luck_start[dec] + self.generated[dec])[:, None] + np.arange(k)
+                pos = (self._luck_start[dec] + self.generated[dec])[:, None] + self._draft_pos[:k]
                 acc = self._acc.accepted(self.acc_prob[dec], k, self._luck[pos])
                 draft_reqs = n_dec
                 drafted = n_dec * k
