@@ -18,6 +18,7 @@ def environment() -> dict:
     import numpy
 
     import rlspec
+    from rlspec.perf.host import cpu_features, cpu_model
 
     try:
         commit = subprocess.run(
@@ -29,6 +30,8 @@ def environment() -> dict:
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpus": os.cpu_count(),
+        "cpu": cpu_model(),
+        "cpu_isa": list(cpu_features()),  # what decides the tiny pair's speed on a CPU (rlspec.perf.host)
         "python": sys.version.split()[0],
         "numpy": numpy.__version__,
         "rlspec": rlspec.__version__,

@@ -2,6 +2,7 @@
 
     python bench/fidelity.py [--profile cpu-tiny] [--requests 40] [--wait-quiet 0.3]
     python bench/fidelity.py --live-from results/fidelity.json   # re-simulate, same live runs
+    python bench/fidelity.py --profile cpu-tiny-avx2 --load-scale auto --out fidelity-cpu-tiny-avx2
 
 For two workloads - Poisson (envs/live/tiny-poisson.yaml, rate varied) and the Azure code
 trace (envs/live/tiny-azure-code.yaml, length-scaled, replay speed varied) - at >= 6 load
@@ -10,6 +11,10 @@ engine and in the simulator built from the calibrated profile (same KV capacity 
 engine limits and measured acceptance: `rlspec.calibration.matching`). Writes
 results/fidelity.json (`mean_latency_mape`, `acceptance_abs_error`, p99 and throughput
 errors, every point) and results/fidelity.png (live solid, simulated dashed).
+The load levels below suit the host `cpu-tiny` was fitted on (saturation ~2 req/s);
+`--load-scale` multiplies them for a profile of a slower or faster host, and the live engine
+runs at the dtype the profile was fitted at. A live run refuses a profile whose recorded host
+differs from this machine (`rlspec.perf.host`): it would measure the CPU, not the simulator.
 `--live-from` takes the live side of every point from an earlier result instead of running
 the engine: after a change to the simulator or to the profile's acceptance (not its step
 costs, which the goodput controller's live decisions depend on), the simulated side is redone
@@ -19,6 +24,7 @@ against the same live episodes (~20 s instead of ~25 min).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -31,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.sweep import SweepContext, Workload, mean_of_present, offered_rate, rel_err  # noqa: E402
+from rlspec.perf.host import local_device, this_host  # noqa: E402
 from rlspec.perf.profile import load_profile  # noqa: E402
 
 CONTROLLERS = ["static:0", "static:3", "goodput"]
@@ -41,6 +48,38 @@ WORKLOADS = [
              (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)),  # fmt: skip
 ]
 TARGETS = {"mean_latency_mape": 0.10, "acceptance_abs_error": 0.03}
+
+
+def capacity_ratio(profile: str, reference: str = "cpu-tiny") -> float:
+    """How many requests per second `profile`'s host serves for each one `reference`'s does,
+    from the two cost models alone (no engine): the time per request of the Poisson chat
+    workload at a batch of 8 - its 96-token prefill plus 64 decode steps, k=0, drafter
+    resident - on each. The load levels were chosen on the reference host; a slower host gets
+    the same levels relative to its own capacity."""
+    from rlspec.perf.step_time import StepTimeModel
+
+    def per_request_s(name: str) -> float:
+        cost = StepTimeModel(load_profile(name))
+        batch, prompt, output = 8, 96, 64
+        prefill = cost.iteration(0, 0, batch * prompt, 0, True)
+        decode = sum(cost.decode_step(batch, 0, prompt + i, True) for i in range(output))
+        return (prefill + decode) / batch
+
+    return per_request_s(reference) / per_request_s(profile)
+
+
+def parse_load_scale(text: str, profile: str) -> float:
+    if text == "auto":
+        scale = round(capacity_ratio(profile), 2)
+        print(f"--load-scale auto: profile {profile!r} serves {scale:.2f}x the requests/s of cpu-tiny's host")
+        return scale
+    try:
+        scale = float(text)
+    except ValueError:
+        raise SystemExit(f"--load-scale: {text!r} is not a number or 'auto'") from None
+    if not scale > 0:
+        raise SystemExit(f"--load-scale: {text!r} must be > 0")
+    return scale
 
 
 def summarize(points: list[dict]) -> dict:
@@ -116,7 +155,9 @@ def _stored_live(path: Path, profile: str) -> dict:
         raise SystemExit(f"--live-from {path}: measured with profile {d['profile']!r}, not {profile!r}")
     live = {(p["workload"], p["value"], p["controller"]): p["live"] for p in d["points"]}
     return {"workloads": d["workloads"], "engine": {k: d["engine"][k] for k in ("block_size", "num_kv_blocks")},
-            "live": live, "wall_s": d["wall_s"], "fitted": d["profile_fitted"], "rerun_log": d.get("rerun_log", [])}  # fmt: skip
+            "live": live, "wall_s": d["wall_s"], "fitted": d["profile_fitted"], "rerun_log": d.get("rerun_log", []),
+            "host": d.get("host"), "host_differences": d.get("host_differences", []),
+            "load_scale": d.get("load_scale", 1.0), "step_time_reference": d.get("step_time_reference")}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,11 +169,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="shared machine: wait for / re-run around other processes' CPU use")  # fmt: skip
     ap.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
     ap.add_argument("--values", default=None, help="override the load levels (one workload)")
+    ap.add_argument("--load-scale", default="1",
+                    help="multiply every load level (a profile of a host slower or faster than cpu-tiny's); "
+                         "'auto': by the profile's capacity relative to cpu-tiny's (`capacity_ratio`)")  # fmt: skip
+    ap.add_argument("--allow-host-mismatch", action="store_true",
+                    help="measure live against a profile fitted on another kind of host (recorded in the result)")  # fmt: skip
     ap.add_argument("--sim-only", action="store_true", help="no live engine (choosing rates)")
     ap.add_argument("--live-from", default=None, metavar="JSON",
                     help="take the live side from this earlier result (same workloads) instead of the engine")  # fmt: skip
     ap.add_argument("--out", default="fidelity")
     args = ap.parse_args(argv)
+    args.load_scale = parse_load_scale(args.load_scale, args.profile)
     stored = _stored_live(Path(args.live_from), args.profile) if args.live_from else None
 
     prof = load_profile(args.profile)
@@ -144,13 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.values:
         vals = tuple(float(v) for v in args.values.split(","))
         chosen = [Workload(w.name, w.scenario, w.knob, vals, w.requests) for w in chosen]
-    chosen = [Workload(w.name, w.scenario, w.knob, w.values, args.requests) for w in chosen]
+    chosen = [Workload(w.name, w.scenario, w.knob, tuple(round(v * args.load_scale, 4) for v in w.values),
+                       args.requests) for w in chosen]  # fmt: skip
     if stored is not None:  # the stored run's workloads, load levels and engine
         chosen = [Workload(w.name, w.scenario, w.knob, tuple(stored["workloads"][w.name]["values"]),
                            stored["workloads"][w.name]["requests"]) for w in chosen if w.name in stored["workloads"]]  # fmt: skip
     ctx = SweepContext.open(chosen[0].variant(chosen[0].values[0]), profile_path,
                             live=not args.sim_only and stored is None, quiet=args.wait_quiet,
-                            sim_seeds=args.sim_seeds, **(stored["engine"] if stored else {}))  # fmt: skip
+                            sim_seeds=args.sim_seeds, allow_host_mismatch=args.allow_host_mismatch,
+                            **(stored["engine"] if stored else {}))  # fmt: skip
+    ctx_reference = ctx.live.reference_profile if ctx.live is not None else None
     t0 = time.perf_counter()
     points: list[dict] = []
     try:
@@ -203,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         "profile": prof.name,
         "profile_fitted": prof.fitted.__dict__ if prof.fitted else None,
         "profile_sources": prof.sources,
+        "profile_host": dataclasses.asdict(prof.host) if prof.host else None,
+        "host": stored["host"] if stored else dataclasses.asdict(this_host(prof.host.dtype if prof.host else "auto",
+                                                                           local_device())),  # fmt: skip
+        "host_differences": stored["host_differences"] if stored else ctx.host_differences,
+        "load_scale": stored["load_scale"] if stored else args.load_scale,
+        # the profile the live episodes' step_time_vs_profile compares with
+        "step_time_reference": stored["step_time_reference"] if stored else (ctx_reference or prof.name),
         "engine": {"block_size": ctx.block_size, "num_kv_blocks": ctx.num_kv_blocks,
                    "kv_tokens": ctx.block_size * ctx.num_kv_blocks},
         "acceptance_model": ctx.acceptance.__dict__ if ctx.acceptance else None,

@@ -15,7 +15,8 @@ def _load(name: str) -> dict | None:
 
 def _env(d: dict) -> str:
     e = d["environment"]
-    return f"*Measured {e['date_utc']} at commit `{e['commit']}` on {e['cpus']} CPUs, Python {e['python']}.*"
+    isa = f" ({'+'.join(e['cpu_isa']) or 'no SIMD matmul features'})" if "cpu_isa" in e else ""
+    return f"*Measured {e['date_utc']} at commit `{e['commit']}` on {e['cpus']} CPUs{isa}, Python {e['python']}.*"
 
 
 def sim_speed(d: dict) -> list[str]:
@@ -263,15 +264,33 @@ def serve_bench(d: dict) -> list[str]:
     return [*out, ""]
 
 
+def _hosts(d: dict) -> list[str]:
+    """The machine a live result was measured on beside the one its profile was fitted on."""
+    if not d.get("host"):
+        return []
+    from rlspec.config import from_dict
+    from rlspec.perf.host import HostFingerprint
+
+    here = from_dict(HostFingerprint, d["host"], "host").describe()
+    fitted = from_dict(HostFingerprint, d["profile_host"], "profile_host").describe() if d.get("profile_host") else None
+    diffs = d.get("host_differences") or []
+    scale = f" Load levels x{d['load_scale']:g} of the cpu-tiny host's." if d.get("load_scale", 1.0) != 1.0 else ""
+    return [f"Live engine on {here}; profile fitted on "
+            + (f"{fitted} ({'differs: ' + '; '.join(diffs) if diffs else 'the same kind of host'})." if fitted
+               else "a host it does not record.") + scale, ""]  # fmt: skip
+
+
 def fidelity(d: dict) -> list[str]:
     s = d["summary"]
     t = d["targets"]
     per_episode = ", ".join(f"{w}: {v['requests']} per episode" for w, v in d["workloads"].items())
+    title = "" if d["profile"] == "cpu-tiny" else f", profile `{d['profile']}`"
     out = [
-        "## Calibrated simulator vs the live engine (`bench/fidelity.py`)",
+        f"## Calibrated simulator vs the live engine (`bench/fidelity.py`{title})",
         "",
         _env(d),
         "",
+        *_hosts(d),
         f"Profile `{d['profile']}` fitted by `rlspec calibrate` on the live vLLM engine (tiny pair, CPU). "
         f"Each point serves the same requests ({per_episode}) "
         f"live and in the simulator (same KV capacity: {d['engine']['kv_tokens']:,} tokens in blocks of "
@@ -461,6 +480,7 @@ SECTIONS = [
     ("live_curves", live_curves),
     ("serve_bench", serve_bench),
     ("fidelity", fidelity),
+    ("fidelity-cpu-tiny-avx2", fidelity),
     ("sim_to_real", sim_to_real),
     ("drift_robustness", drift_robustness),
 ]

@@ -27,12 +27,11 @@ from rlspec.calibration.plan import (
 )
 from rlspec.calibration.profile_writer import (
     build_profile,
-    cpu_name,
     host_memory_bytes,
-    memcpy_bandwidth,
     model_profile_from_hf,
 )
 from rlspec.perf.fit import TERMS
+from rlspec.perf.host import copy_bandwidth
 from rlspec.perf.profile import Profile
 from rlspec.sim.config import EngineConfig
 from rlspec.workload.request import Request
@@ -170,6 +169,7 @@ class CalibrationResult:
             "reload_s_median": self.reload_s,
             "transfers": len(m.transfers),
             "host_bandwidth_bytes_s": self.host_bandwidth,
+            "host": dataclasses.asdict(self.profile.host) if self.profile.host else None,
             "engine": dataclasses.asdict(m.facts),
             "measure_wall_s": m.wall_s,
             "other_load_cores_mean": statistics.fmean(m.other_load) if m.other_load else 0.0,
@@ -203,7 +203,9 @@ def fit_measurement(
     facts = measurement.facts
     target = model_profile_from_hf(target_dir, dtype=facts.dtype)
     draft = model_profile_from_hf(draft_dir, dtype=facts.dtype)
-    bw = host_bandwidth or memcpy_bandwidth()
+    # Saved measurements carry their host's copy bandwidth: a refit elsewhere keeps its costs.
+    host = measurement.host
+    bw = host_bandwidth or (host.copy_bandwidth if host else copy_bandwidth())
     r = fit.report
     date = time.strftime("%Y-%m-%d")
     terms = ", ".join(
@@ -266,8 +268,9 @@ def fit_measurement(
         r.fitted,
         transfer_s=(off_s + rel_s) / 2,
         host_bandwidth=bw,
-        hardware_name=cpu_name(),
+        hardware_name=f"{host.cpu} x{host.cores} cores" if host else None,
         memory_bytes=host_memory_bytes(),
+        host=host,
         sources=sources,
     )
     engine = EngineConfig(
@@ -333,6 +336,8 @@ def format_report(res: CalibrationResult) -> str:
         f"drafter transfer: offload {res.offload_s * 1e3:.1f} ms, reload {res.reload_s * 1e3:.1f} ms "
         f"(medians of {len(res.measurement.transfers)}); host copy bandwidth "
         f"{res.host_bandwidth / 1e9:.1f} GB/s",
+        "",
+        "host: " + (res.profile.host.describe() if res.profile.host else "not recorded (saved before hosts were)"),
     ]
     by_kind = _error_by_kind(res)
     if by_kind:

@@ -16,8 +16,10 @@ from typing import Any
 
 from rlspec.calibration.acceptance import PositionCounts, WorkloadAcceptance
 from rlspec.calibration.plan import OFF, MeasurementPlan, Probe, StepRecord
+from rlspec.config import from_dict
 from rlspec.control.action import OFFLOAD, Action
 from rlspec.engines.snapshot import DrafterState
+from rlspec.perf.host import HostFingerprint
 
 
 @dataclass
@@ -56,6 +58,7 @@ class LiveMeasurement:
     other_load: list[float] = field(default_factory=list)  # CPU cores others used, per probe
     reruns: int = 0  # probes run again because others used the CPU meanwhile
     workload_acceptance: list[WorkloadAcceptance] = field(default_factory=list)
+    host: HostFingerprint | None = None  # the machine measured (None: saved before it was recorded)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +71,7 @@ class LiveMeasurement:
             "records": [dataclasses.astuple(r) for r in self.records],
             "record_fields": [f.name for f in dataclasses.fields(StepRecord)],
             "workload_acceptance": [w.to_dict() for w in self.workload_acceptance],
+            "host": dataclasses.asdict(self.host) if self.host else None,
         }
 
     @classmethod
@@ -88,6 +92,7 @@ class LiveMeasurement:
             other_load=list(d.get("other_load", [])),
             reruns=int(d.get("reruns", 0)),
             workload_acceptance=[WorkloadAcceptance.from_dict(w) for w in d.get("workload_acceptance", [])],
+            host=from_dict(HostFingerprint, d["host"], "measurements.host") if d.get("host") else None,
         )
 
 
@@ -243,4 +248,5 @@ def measure_live(
         plan=[f"{p.name}@{r}" for r, p in order],
         other_load=loads,
         reruns=reruns,
+        host=backend.host_fingerprint(),
     )

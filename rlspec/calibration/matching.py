@@ -21,7 +21,7 @@ from rlspec.engines.snapshot import RequestRecord, Snapshot
 from rlspec.evaluate import run_episode
 from rlspec.metrics import EpisodeMetrics
 from rlspec.perf.acceptance import AcceptanceConfig
-from rlspec.perf.profile import Profile
+from rlspec.perf.profile import Profile, load_profile
 from rlspec.scenario import Scenario
 from rlspec.workload.request import Request
 
@@ -44,7 +44,17 @@ def matched_scenario(
         changes["acceptance"] = acceptance
     if profile is not None:
         changes["profile"] = str(Path(profile).resolve()) if Path(profile).suffix else str(profile)
+        return at_profile_dtype(scenario.replace(**changes), load_profile(profile))
     return scenario.replace(**changes)
+
+
+def at_profile_dtype(scenario: Scenario, profile: Profile) -> Scenario:
+    """`scenario` with its live engine at the dtype `profile` was fitted at (recorded in its
+    host), so the live side runs what the profile's costs describe: on a CPU without BF16
+    units a bf16 checkpoint is fitted, and served, at float32."""
+    if scenario.live is None or profile.host is None or scenario.live.dtype == profile.host.dtype:
+        return scenario
+    return scenario.replace(live=dataclasses.replace(scenario.live, dtype=profile.host.dtype))
 
 
 def measured_acceptance(profile: Profile, workload: str | None = None) -> AcceptanceConfig | None:

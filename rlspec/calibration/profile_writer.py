@@ -12,13 +12,13 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import struct
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from rlspec.perf.host import HostFingerprint, cpu_model
 from rlspec.perf.profile import FittedStepTime, HardwareProfile, ModelProfile, Profile, load_profile
 
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float": 4, "half": 2, "bf16": 2,
@@ -88,32 +88,6 @@ def host_memory_bytes() -> float:
         return 16.0e9
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} x{os.cpu_count()} cores"
-
-
-def memcpy_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
-    """Measured host memory copy bandwidth (bytes moved per second, read + write), best of N."""
-    import time
-
-    import numpy as np
-
-    src = np.ones(nbytes // 8, dtype=np.float64)
-    dst = np.empty_like(src)
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * nbytes / best
-
-
 def build_profile(
     name: str,
     target: ModelProfile,
@@ -124,6 +98,7 @@ def build_profile(
     host_bandwidth: float,
     hardware_name: str | None = None,
     memory_bytes: float | None = None,
+    host: HostFingerprint | None = None,
     sources: dict[str, str] | None = None,
 ) -> Profile:
     """A fitted profile. The hardware numbers the fitted step time does not use are set
@@ -139,7 +114,7 @@ def build_profile(
     eff_flops = 2.0 * target.params / per_tok
     eff_bw = target.weight_bytes / max(fitted.target_base_s, 1e-9)
     hw = HardwareProfile(
-        name=hardware_name or cpu_name(),
+        name=hardware_name or f"{cpu_model()} x{os.cpu_count()} cores",
         peak_flops=float(eff_flops),
         mem_bandwidth=float(eff_bw),
         host_link_bandwidth=float(host_bandwidth),
@@ -157,6 +132,7 @@ def build_profile(
         offload_fixed_s=float(fixed),
         kind="fitted",
         fitted=fitted,
+        host=host,
         sources=dict(sources or {}),
     )
 
@@ -164,7 +140,7 @@ def build_profile(
 def profile_to_dict(profile: Profile) -> dict[str, Any]:
     d = dataclasses.asdict(profile)
     order = ["name", "kind", "hardware", "target", "draft", "iteration_overhead_s",
-             "draft_pass_overhead_s", "offload_fixed_s", "fitted", "sources"]  # fmt: skip
+             "draft_pass_overhead_s", "offload_fixed_s", "fitted", "host", "sources"]  # fmt: skip
     return {k: d[k] for k in order if k in d and d[k] is not None}
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from rlspec.calibration.matching import (
     Tally,
+    at_profile_dtype,
     matched_scenario,
     measured_acceptance,
     profile_drift,
@@ -80,19 +81,27 @@ class SweepContext:
     baselines: BaselinesConfig | None = None
     log: list[str] = field(default_factory=list)
     drift_tolerance: float = 1.25  # live / profile step time beyond which a run is flagged
+    host_differences: list[str] = field(default_factory=list)  # this host vs the profile's (allowed)
 
     @classmethod
     def open(cls, scenario: Scenario, profile: str | Path, live: bool = True, engines: int = 1,
-             **kw: Any) -> SweepContext:  # fmt: skip
+             allow_host_mismatch: bool = False, **kw: Any) -> SweepContext:  # fmt: skip
         """Start the live engine of `scenario` (if `live`; `engines` > 1: that many, run in
-        turns by `run_live_together`) and read its KV pool."""
+        turns by `run_live_together`) at the profile's dtype and read its KV pool. A live
+        sweep against a profile fitted on another kind of host measures the host, not the
+        simulator: it is refused unless `allow_host_mismatch` (then logged)."""
         from rlspec.perf.profile import load_profile
 
         prof = load_profile(profile)
         acc = measured_acceptance(prof)
+        # The live backend's reference cost model (step_time_vs_profile, its host check) and
+        # its dtype are the sweep's profile, not the one the scenario file names.
+        named = str(Path(profile).resolve()) if Path(profile).suffix else str(profile)
+        scenario = at_profile_dtype(scenario.replace(profile=named), prof)
         if not live:
             return cls(Path(profile).resolve(), kw.pop("block_size", 128),
                        kw.pop("num_kv_blocks", 232), acc, None, **kw)  # fmt: skip
+        kw["host_differences"] = check_host(prof, allow_host_mismatch)
         if engines > 1:
             from rlspec.calibration.interleave import InterleavedEngines
 
@@ -227,6 +236,30 @@ class SweepContext:
         )
         out["seeds"] = self.sim_seeds
         return out
+
+
+class HostMismatchError(RuntimeError):
+    """A live sweep was asked of a profile fitted on another kind of host."""
+
+
+def check_host(profile: Any, allow: bool = False) -> list[str]:
+    """How this machine departs from the host `profile` was fitted on (empty: it matches, or
+    the profile records none - then only the drift ratio of the first episode can tell).
+    Raises HostMismatchError on a difference unless `allow`, which logs it instead."""
+    from rlspec.perf.host import local_device, mismatch_message, this_host
+
+    if profile.host is None:
+        log.warning("profile %r records no host fingerprint (fitted before calibrate recorded one): "
+                    "cannot check it was fitted on this kind of machine", profile.name)  # fmt: skip
+        return []
+    here = this_host(profile.host.dtype, local_device())
+    diffs = profile.host.differences(here)
+    if diffs:
+        msg = mismatch_message(profile.name, profile.host, here, diffs)
+        if not allow:
+            raise HostMismatchError(msg + " (or pass --allow-host-mismatch to measure anyway)")
+        log.warning(msg)
+    return diffs
 
 
 class Disturbed(RuntimeError):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from rlspec.config import ConfigError, check_range, from_dict, load_yaml
+from rlspec.perf.host import HostFingerprint
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -90,6 +91,9 @@ class Profile:
     offload_fixed_s: float  # fixed cost of one drafter offload or reload (sync, allocator)
     kind: Literal["roofline", "fitted"] = "roofline"
     fitted: FittedStepTime | None = None
+    # Where a fitted profile was measured (`rlspec calibrate` records it); the live backend
+    # warns when it starts on a different kind of host. None: not recorded (roofline, older fits).
+    host: HostFingerprint | None = None
     sources: dict[str, str] = field(default_factory=dict)  # where each number comes from
 
     def __post_init__(self) -> None:

@@ -70,6 +70,26 @@ class _SpecTally:
             self.drf_pos[i] += 1
 
 
+def _check_profile_host(profile: Any, vllm_config: Any, metrics: ServingMetrics) -> None:
+    """Serving goes on against a profile of another kind of host (the analytical controllers
+    and the policy's features then read wrong step costs), but says so once, in the log and
+    in `rlspec_profile_host_differences`."""
+    from rlspec.perf.host import mismatch_message, vllm_host
+
+    if profile.host is None:
+        metrics.profile_host(None)
+        return
+    try:
+        here = vllm_host(vllm_config)
+    except Exception as exc:  # noqa: BLE001  (a check, never a reason to stop serving)
+        logger.warning("rlspec serve: could not read this host to check profile %s: %s", profile.name, exc)
+        return
+    diffs = profile.host.differences(here)
+    metrics.profile_host(diffs)
+    if diffs:
+        logger.warning("rlspec serve: %s", mismatch_message(profile.name, profile.host, here, diffs))
+
+
 def _find_executor() -> Any:
     """The engine core that is constructing this scheduler holds the executor."""
     f = sys._getframe(1)
@@ -101,6 +121,7 @@ class ServingScheduler(RLSpecScheduler):
         ctx = control_context(cfg, self.scheduler_config.max_num_seqs, block_size)
         controller = build_controller(cfg.controller, cfg.baselines)
         self._rl_metrics = ServingMetrics(cfg.controller, cfg.k_max)
+        _check_profile_host(ctx.cost.profile, self.vllm_config, self._rl_metrics)
         self._rl = SafeDecider(controller, ctx, cfg, self._rl_metrics, logger)
         self._rl_resident = True
         self._rl_hold = None

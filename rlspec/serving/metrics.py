@@ -23,6 +23,7 @@ Names (all prefixed `rlspec_`):
 | `rlspec_drafter_transfer_errors_total` | counter | transfers that failed (serving went on at k=0) |
 | `rlspec_drafter_refill_tokens_total` | counter | tokens recomputed to refill the drafter's KV |
 | `rlspec_scheduler_steps_total` | counter | scheduling steps observed |
+| `rlspec_profile_host_differences` | gauge | ways this host departs from the one the profile was fitted on (0: same kind; -1: the profile records none) |
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class ServingMetrics:
         self.offloaded = False
         self.decision_s_sum = 0.0
         self.decision_s_max = 0.0
+        self.host_differences: list[str] | None = None  # None: the profile records no host
         self._p: dict[str, Any] = {}
         if prometheus:
             try:
@@ -96,6 +98,8 @@ class ServingMetrics:
                               "Tokens recomputed to refill the drafter KV after a reload",
                               **kw)  # fmt: skip
         p["steps"] = Counter("rlspec_scheduler_steps", "Scheduling steps observed", **kw)
+        p["host"] = Gauge("rlspec_profile_host_differences",
+                          "Ways this host departs from the profile's (0 same kind, -1 not recorded)", **g)  # fmt: skip
         p["info"].labels(controller=controller).set(1)
         p["k_max"].set(self.k_max)
         p["k"].set(0)
@@ -107,6 +111,12 @@ class ServingMetrics:
             p["transfer_s"].labels(kind=kind)
 
     # ------------------------------------------------------------------ updates
+    def profile_host(self, differences: list[str] | None) -> None:
+        """How this host departs from the profile's (None: the profile records none)."""
+        self.host_differences = differences
+        if self._p:
+            self._p["host"].set(-1 if differences is None else len(differences))
+
     def step(self, n: int = 1) -> None:
         self.steps += n
         if self._p:

@@ -79,3 +79,37 @@ def test_quick_calibration_writes_a_loadable_profile(tiny_pair, tmp_path, capsys
     refit = load_profile(again)
     assert refit.fitted == prof.fitted
     assert {"acceptance.workload.short.mean", "acceptance.workload.long.mean"} <= set(refit.sources)
+    # The profile records this host, and a refit of its saved measurements keeps that host.
+    from rlspec.perf.host import cpu_features
+
+    assert prof.host is not None and (prof.host.dtype, prof.host.isa) == ("float32", cpu_features())
+    assert refit.host == prof.host
+    # A live sweep against it runs the engine at the profile's dtype with the profile as the
+    # backend's reference, on a host of the same kind (nothing to refuse).
+    _sweep_against(prof, out, target, draft)
+
+
+def _sweep_against(prof, path, target: str, draft: str) -> None:
+    import dataclasses
+
+    from rlspec.calibration.sweep import SweepContext
+    from rlspec.scenario import load_scenario
+
+    sc = load_scenario("envs/live/tiny-poisson.yaml")  # names profile cpu-tiny, dtype auto
+    w = sc.workload
+    sc = sc.replace(
+        base_dir="",
+        live=dataclasses.replace(sc.live, model=target, draft_model=draft, max_model_len=512,
+                                 kv_cache_memory_bytes=24 << 20, block_size=32),
+        engine=dataclasses.replace(sc.engine, max_num_seqs=4, max_num_batched_tokens=512),
+        workload=dataclasses.replace(w, rate=4.0, duration_s=2.0, prompt=dataclasses.replace(w.prompt, max=64),
+                                     output=dataclasses.replace(w.output, max=16)),
+    )  # fmt: skip
+    ctx = SweepContext.open(sc, path)
+    try:
+        assert ctx.host_differences == []
+        assert ctx.live.config.dtype == "float32" and ctx.live.reference_profile == prof.name == "cpu-test"
+        out = ctx.run_live(ctx.match(sc), "static:2")
+        assert out["completed"] == len(sc.requests()) and out["step_time_vs_profile"] > 0
+    finally:
+        ctx.close()

@@ -194,3 +194,54 @@ def test_matched_scenario_has_the_live_kv_capacity_and_acceptance(tmp_path):
     while not sim.finished:
         sim.step()
     assert sim.drafted > 0 and 0.2 < sim.acceptance < 0.5
+
+
+def test_a_measurements_host_reaches_its_profile_and_its_bandwidth_the_refit(tmp_path, h100):
+    from rlspec.perf.host import HostFingerprint
+
+    host = HostFingerprint("cpu", "AMD EPYC", 2, ("avx2", "fma"), 31.6e9, "float32")
+    facts = EngineFacts(128, 233, 5, 8912896, "float32", 9.0, 4, 16, 2048, 2048)
+    recs = synthetic_records(h100, noise=0.002, spikes=0.0)
+    recs[-5] = recs[-5].__class__(**{**recs[-5].__dict__, "drafted_per_pos": (10, 10),
+                                     "accepted_per_pos": (6, 3)})  # fmt: skip
+    m = LiveMeasurement(recs, [("offload", 0.01), ("reload", 0.05)], facts, 1.0, host=host)
+    back = LiveMeasurement.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert back.host == host
+    t, _ = fake_hf(tmp_path / "t", layers=4)
+    dr, _ = fake_hf(tmp_path / "d", layers=1)
+    res = fit_measurement(back, t, dr, name="x")  # no --host-bandwidth: the measured host's
+    assert res.host_bandwidth == 31.6e9 and res.profile.hardware.host_link_bandwidth == 31.6e9
+    assert res.profile.hardware.name == "AMD EPYC x2 cores" and list(res.summary()["host"]["isa"]) == ["avx2", "fma"]
+    prof = load_profile(write_profile(tmp_path / "x.yaml", res.profile))
+    assert prof.host == host
+    old = m.to_dict()
+    del old["host"]  # saved before hosts were recorded: the profile records none
+    assert fit_measurement(LiveMeasurement.from_dict(old), t, dr, host_bandwidth=10e9).profile.host is None
+
+
+def test_a_live_sweep_refuses_a_profile_of_another_kind_of_host(tmp_path, caplog):
+    import dataclasses
+
+    from rlspec.calibration.matching import at_profile_dtype
+    from rlspec.calibration.sweep import HostMismatchError, check_host
+    from rlspec.perf.host import local_device, this_host
+
+    t, _ = fake_hf(tmp_path / "t", layers=4)
+    dr, _ = fake_hf(tmp_path / "d", layers=1)
+    here = this_host("float32", local_device())
+    other = dataclasses.replace(here, isa=(*here.isa, "amx_bf16") if "amx_bf16" not in here.isa else ())
+    base = build_profile("here", model_profile_from_hf(t), model_profile_from_hf(dr), TRUTH,
+                         transfer_s=0.03, host_bandwidth=10e9)  # fmt: skip
+    same, elsewhere = dataclasses.replace(base, host=here), dataclasses.replace(base, host=other)
+    assert check_host(same) == []
+    with pytest.raises(HostMismatchError, match="fitted on another kind of host .*--allow-host-mismatch"):
+        check_host(elsewhere)
+    assert check_host(elsewhere, allow=True)[0].startswith("CPU ")
+    assert "another kind of host" in caplog.text
+    assert check_host(base) == [] and "records no host fingerprint" in caplog.text
+    # The live engine runs at the dtype the profile was fitted at, and a matched scenario too.
+    live = load_scenario("envs/live/tiny-poisson.yaml")
+    assert live.live.dtype == "auto" and at_profile_dtype(live, same).live.dtype == "float32"
+    assert at_profile_dtype(live, base) == live
+    path = write_profile(tmp_path / "here.yaml", same)
+    assert matched_scenario(live, block_size=128, num_kv_blocks=232, profile=path).live.dtype == "float32"

@@ -325,21 +325,30 @@ def test_engine_death_mid_episode_is_reported_and_closed(spec, spec_holder):
     run(spec_holder.get(), _batch(2, output=4))
 
 
-def test_step_time_vs_profile_compares_measured_steps_with_the_reference(tiny_pair):
+def test_step_time_vs_profile_compares_measured_steps_with_the_reference(tiny_pair, caplog):
     """With the wall clock, the cost model is a reference: the backend sums the measured
     and the predicted time of the iterations it ran. A profile that charges exactly 1 s per
-    iteration makes the prediction countable."""
+    iteration makes the prediction countable. Its recorded host, another kind of CPU than
+    this one, is reported when the engine starts."""
     import dataclasses
 
+    from rlspec.perf.host import this_host
     from rlspec.perf.profile import FittedStepTime, load_profile
     from rlspec.perf.step_time import StepTimeModel
 
+    here = this_host("float32")
+    elsewhere = dataclasses.replace(here, isa=() if "amx_bf16" in here.isa else (*here.isa, "amx_bf16"))
     one_second = dataclasses.replace(
-        load_profile("cpu-tiny"), fitted=FittedStepTime(1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        load_profile("cpu-tiny"), fitted=FittedStepTime(1.0, 0.0, 0.0, 0.0, 0.0, 0.0), host=elsewhere
     )
     target, draft = tiny_pair
     cfg = rv.VLLMBackendConfig(model=target, draft_model=draft, **ENGINE)
     with VLLMBackend(cfg, start_engine=True, cost=StepTimeModel(one_second)) as b:
+        fp = b.host_fingerprint()
+        assert (fp.device, fp.isa, fp.cores) == ("cpu", here.isa, here.cores)
+        assert fp.dtype == str(b.engine_handle.engine.model_config.dtype).removeprefix("torch.")
+        assert b.host_mismatch == elsewhere.differences(fp) and any(d.startswith("CPU ") for d in b.host_mismatch)
+        assert "was fitted on another kind of host" in caplog.text
         assert b.step_time_vs_profile is None  # nothing ran yet
         snaps = run(b, workload(12, rate=20.0, seed=5), lambda i: Action(k=2) if i == 0 else None)
         busy = [s for s in snaps if s.num_scheduled_tokens]

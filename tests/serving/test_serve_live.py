@@ -94,6 +94,19 @@ def reference(tiny):
     return prompts, texts
 
 
+def _profile_of_another_host(out: Path) -> Path:
+    """The shipped AVX2 profile, recorded as fitted on a CPU that differs from this one."""
+    import dataclasses
+
+    from rlspec.calibration.profile_writer import write_profile
+    from rlspec.perf.host import this_host
+    from rlspec.perf.profile import load_profile
+
+    here = this_host("float32")
+    other = dataclasses.replace(here, isa=() if "amx_bf16" in here.isa else (*here.isa, "amx_bf16"))
+    return write_profile(out / "other-host.yaml", dataclasses.replace(load_profile("cpu-tiny-avx2"), host=other))
+
+
 def test_policy_server_is_lossless_under_load_and_exports_metrics(tiny, reference):
     target, draft, out = tiny
     prompts, want = reference
@@ -123,6 +136,7 @@ def test_policy_server_is_lossless_under_load_and_exports_metrics(tiny, referenc
     actions = sum(v for k, v in after.items() if k.startswith("rlspec_controller_actions_total"))
     assert actions == after["rlspec_controller_decisions_total"]
     assert "rlspec_controller_k" in after and "rlspec_drafter_offloaded" in after
+    assert after["rlspec_profile_host_differences"] == -1  # the default profile records no host
     log = srv.log.read_text(errors="replace")
     # The launcher's line; the engine core's own summary lines are not reliably flushed into
     # the captured log by shutdown, and the /metrics counters above already prove it decided.
@@ -137,7 +151,8 @@ def test_failing_controller_falls_back_and_serving_continues(tiny, reference):
     prompts, want = prompts[:N_FAULT_REQUESTS], want[:N_FAULT_REQUESTS]
     cmd = rlspec_serve_cmd(
         target, draft, ["--controller", "tests.serving.controllers:RaiseEvery10"],
-        "--decision-interval", "4", "--safe-k", "1", "--kv-holdback", *ENGINE_ARGS,
+        "--decision-interval", "4", "--safe-k", "1", "--kv-holdback",
+        "--profile", str(_profile_of_another_host(out)), *ENGINE_ARGS,
     )  # fmt: skip
     srv = _start(cmd, out / "faulty.log")
     try:
@@ -155,6 +170,8 @@ def test_failing_controller_falls_back_and_serving_continues(tiny, reference):
     assert m['rlspec_drafter_transfers_total{kind="offload"}'] >= 1
     assert m['rlspec_drafter_transfers_total{kind="reload"}'] >= 1
     assert m["rlspec_drafter_transfer_errors_total"] == 0
+    # Served against a profile fitted on another kind of CPU: it went on, and said so.
+    assert m["rlspec_profile_host_differences"] >= 1
     # The engine core logs each fallback ("fell back to k=1 (exception: ...)"), but its lines
     # are not reliably flushed into the captured log before shutdown on a loaded machine, so
     # the counters above are what this test relies on.

@@ -175,6 +175,10 @@ def test_metrics_export_to_prometheus():
     assert 'rlspec_drafter_transfers_total{kind="offload"} 1.0' in text
     assert "rlspec_scheduler_steps_total 5.0" in text
     assert 'rlspec_controller_info{controller="static:2"} 1.0' in text
+    m.profile_host(["CPU lacks avx512_bf16", "dtype float32, profile's bfloat16"])
+    assert "rlspec_profile_host_differences 2.0" in generate_latest(reg).decode()
+    m.profile_host(None)
+    assert "rlspec_profile_host_differences -1.0" in generate_latest(reg).decode()
 
 
 # ---------------------------------------------------------------------- CLI

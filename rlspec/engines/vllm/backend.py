@@ -30,6 +30,7 @@ step's time.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -42,8 +43,11 @@ from rlspec.engines.base import Backend
 from rlspec.engines.snapshot import DrafterState, RequestRecord, Snapshot
 from rlspec.engines.vllm.config import VLLMBackendConfig
 from rlspec.engines.vllm.errors import EngineDiedError, RequestRejectedError, VLLMBackendError
+from rlspec.perf.host import HostFingerprint, mismatch_message, vllm_host
 from rlspec.perf.step_time import StepTimeModel
 from rlspec.workload.request import Request
+
+log = logging.getLogger(__name__)
 
 
 class VLLMBackend(Backend):
@@ -91,6 +95,9 @@ class VLLMBackend(Backend):
         self._stale_from: dict[str, int] = {}
         self.refill_tokens = 0  # tokens rewound for drafter-KV refill (whole lifetime)
         self.iterations = 0
+        # How this machine departs from the host the cost model's profile was fitted on
+        # (set by `open`; empty when it matches or the profile records no host).
+        self.host_mismatch: list[str] = []
         if start_engine:
             self.open()
 
@@ -125,6 +132,22 @@ class VLLMBackend(Backend):
             shutdown_engine(h.engine)
             raise
         self._h = h
+        self._check_host()
+
+    def host_fingerprint(self) -> HostFingerprint:
+        """This machine and the dtype the engine runs at (what a fitted profile records)."""
+        return vllm_host(self.engine_handle.engine.vllm_config)
+
+    def _check_host(self) -> None:
+        """Warn once, at start, when the profile was fitted on another kind of host: the
+        drift ratio (`step_time_vs_profile`) would say so too, but only after an episode."""
+        recorded = self._cost.profile.host if self._cost is not None else None
+        if recorded is None:
+            return
+        here = self.host_fingerprint()
+        self.host_mismatch = recorded.differences(here)
+        if self.host_mismatch:
+            log.warning(mismatch_message(self._cost.profile.name, recorded, here, self.host_mismatch))
 
     def close(self) -> None:
         """Shut the engine down (in process: nothing to orphan); safe to call twice."""
@@ -155,6 +178,11 @@ class VLLMBackend(Backend):
         if self._h is None:
             self.open()
         return self._h
+
+    @property
+    def reference_profile(self) -> str | None:
+        """Name of the profile `step_time_vs_profile` compares with (None: no cost model)."""
+        return None if self._cost is None else self._cost.profile.name
 
     @property
     def step_time_vs_profile(self) -> float | None:
