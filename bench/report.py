@@ -312,8 +312,9 @@ def fidelity(d: dict) -> list[str]:
         f"{t['acceptance_abs_error']} ({'met' if d['holds']['acceptance_abs_error'] else '**not met**'}). "
         f"Other processes used {d['other_load_cores_mean']:.2f} CPU cores on average during the live "
         f"episodes (max {d['other_load_cores_max']:.2f}; the machine is shared)."
-        + (f" Live steps took {d['step_time_vs_profile_mean']:.2f}x the time the profile predicts for the "
-           "same iterations." if d.get("step_time_vs_profile_mean") else ""),
+        + (f" Live steps took {d['step_time_vs_profile_mean']:.2f}x the time "
+           + (f"profile `{d['step_time_reference']}`" if d.get("step_time_reference", d["profile"]) != d["profile"]
+              else "the profile") + " predicts for the same iterations." if d.get("step_time_vs_profile_mean") else ""),
         "",
         "| workload | load | controller | live mean / p99 s | sim mean / p99 s | live / sim tok/s | live / sim acceptance |",
         "|---|---|---|---|---|---|---|",
