@@ -223,7 +223,7 @@ def evaluate_live(args: argparse.Namespace) -> int:
     first = first.replace(live=dataclasses.replace(first.live, kv_cache_memory_bytes=KV_POOL_BYTES))
     ctx = SweepContext.open(first, ROOT / "rlspec/perf/profiles/cpu-tiny.yaml",
                             live=not args.sim_only, engines=args.engines, quiet=args.wait_quiet,
-                            sim_seeds=args.sim_seeds)  # fmt: skip
+                            sim_seeds=args.sim_seeds, allow_host_mismatch=args.allow_host_mismatch)  # fmt: skip
     t0 = time.perf_counter()
     points = []
     try:
@@ -406,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--wait-quiet", type=float, default=None, metavar="CORES")
     e.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
     e.add_argument("--sim-only", action="store_true")
+    e.add_argument("--allow-host-mismatch", action="store_true",
+                   help="evaluate live against a profile fitted on another kind of host")  # fmt: skip
     e.add_argument("--engines", type=int, default=3,
                    help="live engines run in turns per iteration: the policy beside groups of engines-1 "
                         "analytical controllers (~6 GB each for the tiny pair); 1: one engine, "

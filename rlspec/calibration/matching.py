@@ -43,9 +43,14 @@ def matched_scenario(
     if acceptance is not None:
         changes["acceptance"] = acceptance
     if profile is not None:
-        changes["profile"] = str(Path(profile).resolve()) if Path(profile).suffix else str(profile)
+        changes["profile"] = profile_ref(profile)
         return at_profile_dtype(scenario.replace(**changes), load_profile(profile))
     return scenario.replace(**changes)
+
+
+def profile_ref(profile: str | Path) -> str:
+    """How a scenario names `profile`: a shipped name as is, a file by its absolute path."""
+    return str(Path(profile).resolve()) if Path(profile).suffix else str(profile)
 
 
 def at_profile_dtype(scenario: Scenario, profile: Profile) -> Scenario:

@@ -26,6 +26,7 @@ from rlspec.calibration.matching import (
     matched_scenario,
     measured_acceptance,
     profile_drift,
+    profile_ref,
     tallied_episode,
 )
 from rlspec.control.registry import BaselinesConfig, make_controller
@@ -96,8 +97,7 @@ class SweepContext:
         acc = measured_acceptance(prof)
         # The live backend's reference cost model (step_time_vs_profile, its host check) and
         # its dtype are the sweep's profile, not the one the scenario file names.
-        named = str(Path(profile).resolve()) if Path(profile).suffix else str(profile)
-        scenario = at_profile_dtype(scenario.replace(profile=named), prof)
+        scenario = at_profile_dtype(scenario.replace(profile=profile_ref(profile)), prof)
         if not live:
             return cls(Path(profile).resolve(), kw.pop("block_size", 128),
                        kw.pop("num_kv_blocks", 232), acc, None, **kw)  # fmt: skip
