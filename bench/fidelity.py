@@ -37,7 +37,6 @@ sys.path.insert(0, str(ROOT))
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.sweep import SweepContext, Workload, mean_of_present, offered_rate, rel_err  # noqa: E402
-from rlspec.perf.host import local_device, this_host  # noqa: E402
 from rlspec.perf.profile import load_profile  # noqa: E402
 
 CONTROLLERS = ["static:0", "static:3", "goodput"]
@@ -254,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile_fitted": prof.fitted.__dict__ if prof.fitted else None,
         "profile_sources": prof.sources,
         "profile_host": dataclasses.asdict(prof.host) if prof.host else None,
-        "host": stored["host"] if stored else dataclasses.asdict(this_host(prof.host.dtype if prof.host else "auto",
-                                                                           local_device())),  # fmt: skip
+        "host": stored["host"] if stored else (dataclasses.asdict(ctx.host) if ctx.host else None),
         "host_differences": stored["host_differences"] if stored else ctx.host_differences,
         "load_scale": stored["load_scale"] if stored else args.load_scale,
         # the profile the live episodes' step_time_vs_profile compares with

@@ -82,6 +82,7 @@ class SweepContext:
     baselines: BaselinesConfig | None = None
     log: list[str] = field(default_factory=list)
     drift_tolerance: float = 1.25  # live / profile step time beyond which a run is flagged
+    host: Any = None  # HostFingerprint of the machine the live engine runs on (None: simulation only)
     host_differences: list[str] = field(default_factory=list)  # this host vs the profile's (allowed)
 
     @classmethod
@@ -101,7 +102,11 @@ class SweepContext:
         if not live:
             return cls(Path(profile).resolve(), kw.pop("block_size", 128),
                        kw.pop("num_kv_blocks", 232), acc, None, **kw)  # fmt: skip
-        kw["host_differences"] = check_host(prof, allow_host_mismatch)
+        from rlspec.perf.host import local_device, this_host
+
+        dtype = prof.host.dtype if prof.host else (scenario.live.dtype if scenario.live else "auto")
+        kw["host"] = this_host(dtype, local_device())
+        kw["host_differences"] = check_host(prof, allow_host_mismatch, kw["host"])
         if engines > 1:
             from rlspec.calibration.interleave import InterleavedEngines
 
@@ -242,17 +247,18 @@ class HostMismatchError(RuntimeError):
     """A live sweep was asked of a profile fitted on another kind of host."""
 
 
-def check_host(profile: Any, allow: bool = False) -> list[str]:
-    """How this machine departs from the host `profile` was fitted on (empty: it matches, or
-    the profile records none - then only the drift ratio of the first episode can tell).
-    Raises HostMismatchError on a difference unless `allow`, which logs it instead."""
+def check_host(profile: Any, allow: bool = False, here: Any = None) -> list[str]:
+    """How this machine (`here`, measured now when not given) departs from the host `profile`
+    was fitted on (empty: it matches, or the profile records none - then only the drift ratio
+    of the first episode can tell). Raises HostMismatchError on a difference unless `allow`,
+    which logs it instead."""
     from rlspec.perf.host import local_device, mismatch_message, this_host
 
     if profile.host is None:
         log.warning("profile %r records no host fingerprint (fitted before calibrate recorded one): "
                     "cannot check it was fitted on this kind of machine", profile.name)  # fmt: skip
         return []
-    here = this_host(profile.host.dtype, local_device())
+    here = here or this_host(profile.host.dtype, local_device())
     diffs = profile.host.differences(here)
     if diffs:
         msg = mismatch_message(profile.name, profile.host, here, diffs)
