@@ -27,8 +27,10 @@ MATMUL_ISA = (
     "asimd", "asimdhp", "sve", "sve2", "bf16", "i8mm",
 )  # fmt: skip
 
-# Copy bandwidth varies ~10% between runs on one VM and 2.5x between hosts seen here.
-BANDWIDTH_TOLERANCE = 1.5
+# Copy bandwidth varies ~10% between quiet runs on one VM, but up to ~2x when other processes
+# share its memory bus (12 vs 23 GB/s seen in a parallel test run); hosts seen here ranged
+# 9.5-35 GB/s. Only a gap beyond what load alone makes counts as another kind of host.
+BANDWIDTH_TOLERANCE = 2.5
 
 
 @dataclass(frozen=True)
