@@ -291,16 +291,19 @@ def fit_measurement(
 def _workload_sources(measurement: LiveMeasurement, fits: dict[str, AcceptanceFit]) -> dict[str, str]:
     described = "; ".join(
         f"{w.workload}: accepted/drafted {w.counts.mean:.3f} of {sum(w.counts.drafted)} drafts over "
-        f"{w.requests} held-out requests at k={w.k} -> mean {fits[w.workload].mean:.3f}"
+        f"{w.requests} held-out requests at k={w.k} -> mean {fits[w.workload].mean:.3f}, "
+        f"position_decay {fits[w.workload].position_decay:.3f}"
         for w in measurement.workload_acceptance
     )
     return {
         "acceptance.workloads": (
             "measured: each workload's own requests (its lengths, prompts no evaluation uses) run "
-            "to completion at once; the mean for which the simulator, serving them alike, verifies "
-            f"the same share (pooled decay and concentration held): {described}"
+            "to completion at once; the position decay their own counts show, and the mean for which "
+            "the simulator, serving them alike at that decay, verifies the same share (pooled "
+            f"concentration held): {described}"
         ),
         **{f"acceptance.workload.{n}.mean": f"{f.mean:.4f}" for n, f in fits.items()},
+        **{f"acceptance.workload.{n}.position_decay": f"{f.position_decay:.4f}" for n, f in fits.items()},
     }
 
 
