@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.sweep import SweepContext, Workload, mean_of_present, offered_rate, rel_err  # noqa: E402
+from rlspec.perf.capacity import capacity_ratio  # noqa: E402
 from rlspec.perf.profile import load_profile  # noqa: E402
 
 CONTROLLERS = ["static:0", "static:3", "goodput"]
@@ -47,24 +48,6 @@ WORKLOADS = [
              (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)),  # fmt: skip
 ]
 TARGETS = {"mean_latency_mape": 0.10, "acceptance_abs_error": 0.03}
-
-
-def capacity_ratio(profile: str, reference: str = "cpu-tiny") -> float:
-    """How many requests per second `profile`'s host serves for each one `reference`'s does,
-    from the two cost models alone (no engine): the time per request of the Poisson chat
-    workload at a batch of 8 - its 96-token prefill plus 64 decode steps, k=0, drafter
-    resident - on each. The load levels were chosen on the reference host; a slower host gets
-    the same levels relative to its own capacity."""
-    from rlspec.perf.step_time import StepTimeModel
-
-    def per_request_s(name: str) -> float:
-        cost = StepTimeModel(load_profile(name))
-        batch, prompt, output = 8, 96, 64
-        prefill = cost.iteration(0, 0, batch * prompt, 0, True)
-        decode = sum(cost.decode_step(batch, 0, prompt + i, True) for i in range(output))
-        return (prefill + decode) / batch
-
-    return per_request_s(reference) / per_request_s(profile)
 
 
 def parse_load_scale(text: str, profile: str) -> float:
@@ -156,7 +139,9 @@ def _stored_live(path: Path, profile: str) -> dict:
     return {"workloads": d["workloads"], "engine": {k: d["engine"][k] for k in ("block_size", "num_kv_blocks")},
             "live": live, "wall_s": d["wall_s"], "fitted": d["profile_fitted"], "rerun_log": d.get("rerun_log", []),
             "host": d.get("host"), "host_differences": d.get("host_differences", []),
-            "load_scale": d.get("load_scale", 1.0), "step_time_reference": d.get("step_time_reference")}  # fmt: skip
+            "load_scale": d.get("load_scale", 1.0), "step_time_reference": d.get("step_time_reference") or d["profile"],
+            # where and when the live side ran (this run only re-simulates it)
+            "environment": d.get("live_environment", d["environment"])}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--values", default=None, help="override the load levels (one workload)")
     ap.add_argument("--load-scale", default="1",
                     help="multiply every load level (a profile of a host slower or faster than cpu-tiny's); "
-                         "'auto': by the profile's capacity relative to cpu-tiny's (`capacity_ratio`)")  # fmt: skip
+                         "'auto': by the profile's capacity relative to cpu-tiny's (`rlspec.perf.capacity`)")  # fmt: skip
     ap.add_argument("--allow-host-mismatch", action="store_true",
                     help="measure live against a profile fitted on another kind of host (recorded in the result)")  # fmt: skip
     ap.add_argument("--sim-only", action="store_true", help="no live engine (choosing rates)")
@@ -253,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile_fitted": prof.fitted.__dict__ if prof.fitted else None,
         "profile_sources": prof.sources,
         "profile_host": dataclasses.asdict(prof.host) if prof.host else None,
+        **({"live_environment": stored["environment"]} if stored else {}),
         "host": stored["host"] if stored else (dataclasses.asdict(ctx.host) if ctx.host else None),
         "host_differences": stored["host_differences"] if stored else ctx.host_differences,
         "load_scale": stored["load_scale"] if stored else args.load_scale,

@@ -14,9 +14,14 @@ def _load(name: str) -> dict | None:
 
 
 def _env(d: dict) -> str:
+    def where(e: dict) -> str:
+        isa = f" ({'+'.join(e['cpu_isa']) or 'no SIMD matmul features'})" if "cpu_isa" in e else ""
+        return f"{e['date_utc']} at commit `{e['commit']}` on {e['cpus']} CPUs{isa}, Python {e['python']}"
+
     e = d["environment"]
-    isa = f" ({'+'.join(e['cpu_isa']) or 'no SIMD matmul features'})" if "cpu_isa" in e else ""
-    return f"*Measured {e['date_utc']} at commit `{e['commit']}` on {e['cpus']} CPUs{isa}, Python {e['python']}.*"
+    if "live_environment" in d:  # a re-simulation of stored live runs
+        return f"*Live side measured {where(d['live_environment'])}; simulated side re-run {e['date_utc']} at commit `{e['commit']}`.*"
+    return f"*Measured {where(e)}.*"
 
 
 def sim_speed(d: dict) -> list[str]:
@@ -331,11 +336,15 @@ def fidelity(d: dict) -> list[str]:
 def sim_to_real(d: dict) -> list[str]:
     adj = d.get("speed_adjusted")
     pr = d.get("paired")
+    profile = d.get("profile", "cpu-tiny")
+    stem = "sim_to_real" if profile == "cpu-tiny" else f"sim_to_real-{profile}"
+    title = "" if profile == "cpu-tiny" else f", profile `{profile}`"
     out = [
-        "## A policy trained only in the calibrated simulator, on the live engine (`bench/sim_to_real.py`)",
+        f"## A policy trained only in the calibrated simulator, on the live engine (`bench/sim_to_real.py`{title})",
         "",
         _env(d),
         "",
+        *_hosts(d),
         f"Policy `{d['policy']}` ({d['trained_on']}). Live engine, same requests for every controller"
         + (", controllers one after another per point (repeats in forward then reversed order)" if pr is None else "")
         + ". Mean latency of the policy / the best analytical controller "
@@ -404,7 +413,7 @@ def sim_to_real(d: dict) -> list[str]:
                 f"beside the groups alone (slopes {min(slopes):.1f} to {max(slopes):.1f} here): the paired figure is "
                 "the measurement.", ""]  # fmt: skip
     if pr is not None:
-        out += ["![policy / each analytical controller, paired](results/sim_to_real_paired.png)", ""]
+        out += [f"![policy / each analytical controller, paired](results/{stem}_paired.png)", ""]
     if d.get("repeat_spread_median") is not None:
         out += [f"Noise: repeated live episodes of one controller on the same requests differ by "
                 f"{d['repeat_spread_median']:.1%} (median relative standard deviation); live steps took "
@@ -416,7 +425,7 @@ def sim_to_real(d: dict) -> list[str]:
                 "Each controller's step-time ratio over its point's mean, averaged over the points: "
                 + ", ".join(f"{c} {v:.3f}" for c, v in speeds.items())
                 + f". Median slope d log latency / d log speed: {adj['slope_median']:.2f}.", "",
-                "![live latency vs engine speed](results/sim_to_real.png)", ""]  # fmt: skip
+                f"![live latency vs engine speed](results/{stem}.png)", ""]  # fmt: skip
     return out
 
 
@@ -483,6 +492,7 @@ SECTIONS = [
     ("fidelity", fidelity),
     ("fidelity-cpu-tiny-avx2", fidelity),
     ("sim_to_real", sim_to_real),
+    ("sim_to_real-cpu-tiny-avx2", sim_to_real),
     ("drift_robustness", drift_robustness),
 ]
 

@@ -1,13 +1,17 @@
 """Sim-to-real: a policy trained only in the calibrated simulator, on the live engine.
 
-    python bench/sim_to_real.py train [--config agents/ppo-oracle.yaml]  # -> checkpoints/cpu-tiny-oracle-ppo/
-    python bench/sim_to_real.py eval [--wait-quiet 0.3]      # -> results/sim_to_real.json (+ .png)
-    python bench/sim_to_real.py plot                         # redraw the figures from the json
+    python bench/sim_to_real.py train [--profile P] [--config agents/ppo-oracle.yaml]  # -> checkpoints/P-oracle-ppo/
+    python bench/sim_to_real.py eval [--profile P] [--wait-quiet 0.3]  # -> results/sim_to_real[-P].json (+ .png)
+    python bench/sim_to_real.py plot [--profile P]                     # redraw the figures from the json
 
+Every command is for one calibrated host: `--profile` (default cpu-tiny; cpu-tiny-avx2 is
+the same pair fitted on an AVX2-only host). The live engine must be that kind of host.
 `train` runs the agent config's training (default agents/ppo-oracle.yaml: the lookahead
-oracle distilled by DAgger, then PPO) on envs/distributions/cpu-tiny-train.yaml - simulator
-only, profile cpu-tiny - evaluating against the baselines on the live scenarios *in
-simulation*, and exports the frozen policy.
+oracle distilled by DAgger, then PPO) on envs/distributions/P-train.yaml - simulator only,
+the profile's cost model - evaluating against the baselines on the live scenarios *in
+simulation* (on the profile, at its loads), and exports the frozen policy.
+The load levels were chosen on cpu-tiny's host; another host gets them times its capacity
+relative to that one (`rlspec.perf.capacity`), in training and evaluation alike.
 `eval` serves the Poisson and Azure-code workloads at several load levels on the LIVE
 engine with the policy and every analytical controller (same requests), and in the matched
 simulator for reference. The host's speed changes between episodes by more than good
@@ -37,15 +41,17 @@ sys.path.insert(0, str(ROOT))
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.engine_speed import speed_adjusted  # noqa: E402
 from rlspec.calibration.sweep import SweepContext, Workload, mean_of_present, offered_rate  # noqa: E402
+from rlspec.perf.capacity import capacity_ratio  # noqa: E402
 
-RUN_DIR = ROOT / "checkpoints" / "cpu-tiny-oracle-ppo"
 CONFIG = ROOT / "agents" / "ppo-oracle.yaml"
-DISTRIBUTION = ROOT / "envs" / "distributions" / "cpu-tiny-train.yaml"
 LIVE_SCENARIOS = [ROOT / "envs/live/tiny-poisson.yaml", ROOT / "envs/live/tiny-azure-code.yaml"]
 ANALYTICAL = ["static:0", "static:3", "goodput", "latency-model", "nightjar", "batch-table"]
-# The KV pool of the engine cpu-tiny was calibrated on (the profile's sources.kv_cache: 279
-# blocks of 8,912,896 B): vLLM sizes a CPU pool from the memory free at startup otherwise.
-KV_POOL_BYTES = 279 * 8_912_896
+# The KV pool of the engine each profile was calibrated on (its sources.kv_cache): blocks of
+# 128 tokens and their bytes (2 a value for cpu-tiny's bf16, 4 for cpu-tiny-avx2's float32).
+# vLLM sizes a CPU pool from the memory free at startup otherwise; one block is vLLM's null
+# block, so requests get one fewer.
+KV_POOL = {"cpu-tiny": (279, 8_912_896), "cpu-tiny-avx2": (279, 17_825_792)}
+# load levels on cpu-tiny's host (times the profile's `load_scale` elsewhere)
 WORKLOADS = [
     # light load to past saturation (~2 req/s of Poisson chat on this host); the Azure
     # code trace's long prompts queue at every replay speed
@@ -54,13 +60,41 @@ WORKLOADS = [
 ]
 
 
+def check_profile(profile: str) -> str:
+    if profile not in KV_POOL:
+        raise SystemExit(f"--profile: {profile!r} has no recorded KV pool; one of {sorted(KV_POOL)}")
+    return profile
+
+
+def run_dir_of(profile: str) -> Path:
+    return ROOT / "checkpoints" / f"{profile}-oracle-ppo"
+
+
+def distribution_of(profile: str) -> Path:
+    return ROOT / "envs" / "distributions" / f"{profile}-train.yaml"
+
+
+def load_scale(profile: str) -> float:
+    """The profile's capacity relative to cpu-tiny's host, which the load levels are for
+    (rounded: it names the loads, and 1.0 exactly for cpu-tiny)."""
+    return round(capacity_ratio(profile), 2)
+
+
+def result_name(profile: str) -> str:
+    return "sim_to_real" if profile == "cpu-tiny" else f"sim_to_real-{profile}"
+
+
 def train_policy(timesteps: int | None, run_dir: Path, seed: int = 0, ppo_overrides: dict | None = None,
-                 config: Path = CONFIG, distribution: Path = DISTRIBUTION) -> Path:  # fmt: skip
+                 config: Path = CONFIG, distribution: Path | None = None,
+                 profile: str = "cpu-tiny") -> Path:  # fmt: skip
     from rlspec.agents.config import load_agent_config
     from rlspec.agents.export import export_policy
     from rlspec.agents.train import train
 
     cfg = load_agent_config(config)
+    distribution = distribution or distribution_of(profile)
+    if not distribution.is_file():
+        raise SystemExit(f"--distribution: no file {distribution} (write one for profile {profile!r})")
     timesteps = timesteps or cfg.total_timesteps
     if ppo_overrides:
         cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, **ppo_overrides))
@@ -72,6 +106,8 @@ def train_policy(timesteps: int | None, run_dir: Path, seed: int = 0, ppo_overri
         eval=dataclasses.replace(
             cfg.eval,
             scenarios=[str(p) for p in LIVE_SCENARIOS],
+            profile=profile,
+            load_scale=load_scale(profile),
             baselines=["static:0", "static:3", "goodput"],
             duration_s=60.0,
             every_steps=20_000,
@@ -206,22 +242,25 @@ def plot_paired(d: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_all(d: dict) -> None:
-    plot_speed(d, RESULTS / "sim_to_real.png")
+def plot_all(d: dict, name: str) -> None:
+    plot_speed(d, RESULTS / f"{name}.png")
     if all("live_paired" in p for p in d["points"]):
-        plot_paired(d, RESULTS / "sim_to_real_paired.png")
+        plot_paired(d, RESULTS / f"{name}_paired.png")
 
 
 def evaluate_live(args: argparse.Namespace) -> int:
     policy = f"policy:{Path(args.policy).resolve()}"
     controllers = [policy, *ANALYTICAL]
-    chosen = [Workload(w.name, w.scenario, w.knob, w.values, args.requests) for w in WORKLOADS
-              if w.name in args.workloads.split(",")]  # fmt: skip
+    scale = load_scale(args.profile)
+    chosen = [Workload(w.name, w.scenario, w.knob, tuple(round(v * scale, 4) for v in w.values), args.requests)
+              for w in WORKLOADS if w.name in args.workloads.split(",")]  # fmt: skip
     if args.engines > 1:
         analytical_groups(args.engines)  # validate before the engines start
     first = chosen[0].variant(chosen[0].values[0])
-    first = first.replace(live=dataclasses.replace(first.live, kv_cache_memory_bytes=KV_POOL_BYTES))
-    ctx = SweepContext.open(first, ROOT / "rlspec/perf/profiles/cpu-tiny.yaml",
+    blocks, block_bytes = KV_POOL[args.profile]
+    first = first.replace(live=dataclasses.replace(first.live, kv_cache_memory_bytes=blocks * block_bytes))
+    ctx = SweepContext.open(first, ROOT / f"rlspec/perf/profiles/{args.profile}.yaml", block_size=128,
+                            num_kv_blocks=blocks - 1,  # the pool a simulation-only run assumes
                             live=not args.sim_only, engines=args.engines, quiet=args.wait_quiet,
                             sim_seeds=args.sim_seeds, allow_host_mismatch=args.allow_host_mismatch)  # fmt: skip
     t0 = time.perf_counter()
@@ -329,9 +368,18 @@ def evaluate_live(args: argparse.Namespace) -> int:
     a = summary["all"].get("live_adjusted")
     pr = summary["all"].get("live_paired")
     loads = [m.get("other_load_cores", 0.0) for p in points for m in p["live"].values()]
-    write_result("sim_to_real", {
+    from rlspec.perf.profile import load_profile
+
+    name = result_name(args.profile)
+    prof_host = load_profile(args.profile).host
+    write_result(name, {
         "policy": str(Path(args.policy).resolve().relative_to(ROOT)),
-        "trained_on": f"simulator only (profile cpu-tiny, {trained_on(Path(args.policy))})",
+        "profile": args.profile,
+        "host": None if ctx.host is None else dataclasses.asdict(ctx.host),
+        "profile_host": None if prof_host is None else dataclasses.asdict(prof_host),
+        "host_differences": ctx.host_differences,
+        "load_scale": scale,
+        "trained_on": f"simulator only (profile {args.profile}, {trained_on(Path(args.policy))})",
         "controllers": ["policy", *ANALYTICAL],
         "workloads": {w.name: {"scenario": str(Path(w.scenario).relative_to(ROOT)), "knob": w.knob,
                                "values": list(w.values), "requests": w.requests} for w in chosen},
@@ -369,7 +417,7 @@ def evaluate_live(args: argparse.Namespace) -> int:
         "points": points,
     })  # fmt: skip
     if a is not None:
-        plot_all(json.loads((RESULTS / "sim_to_real.json").read_text()))
+        plot_all(json.loads((RESULTS / f"{name}.json").read_text()), name)
     print(f"live: policy / best analytical mean latency = {s['mean_ratio_vs_best']:.3f}x on average, "
           f"worst {s['max_ratio_vs_best']:.3f}x, {s['points_at_most_1']}/{s['points']} points <= 1.00x; "
           f"vs goodput {s['mean_ratio_vs_goodput']:.3f}x; repeated episodes spread "
@@ -389,18 +437,21 @@ def evaluate_live(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
+    profile_help = "the calibrated host (default: %(default)s)"
     t = sub.add_parser("train")
+    t.add_argument("--profile", default="cpu-tiny", help=profile_help)
     t.add_argument("--config", default=str(CONFIG), help="agent config (default: %(default)s)")
     t.add_argument("--timesteps", type=int, default=None, help="PPO steps (default: the config's)")
-    t.add_argument("--run-dir", default=str(RUN_DIR))
-    t.add_argument("--distribution", default=str(DISTRIBUTION),
-                   help="training scenarios (default: %(default)s)")  # fmt: skip
+    t.add_argument("--run-dir", default=None, help="default: checkpoints/<profile>-oracle-ppo")
+    t.add_argument("--distribution", default=None,
+                   help="training scenarios (default: envs/distributions/<profile>-train.yaml)")  # fmt: skip
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--learning-rate", type=float, default=None, help="default: the config's")
     t.add_argument("--ent-coef", type=float, default=None)
     t.add_argument("--clip-range", type=float, default=None)
     e = sub.add_parser("eval")
-    e.add_argument("--policy", default=str(RUN_DIR))
+    e.add_argument("--profile", default="cpu-tiny", help=profile_help)
+    e.add_argument("--policy", default=None, help="default: checkpoints/<profile>-oracle-ppo")
     e.add_argument("--requests", type=int, default=40)
     e.add_argument("--sim-seeds", type=int, default=3)
     e.add_argument("--wait-quiet", type=float, default=None, metavar="CORES")
@@ -414,17 +465,22 @@ def main(argv: list[str] | None = None) -> int:
                         "controllers one after another")  # fmt: skip
     e.add_argument("--repeats", type=int, default=1,
                    help="live episodes per controller and point, averaged (same requests)")  # fmt: skip
-    sub.add_parser("plot", help="redraw results/sim_to_real*.png from results/sim_to_real.json")
+    pl = sub.add_parser("plot", help="redraw results/sim_to_real[-P]*.png from its json")
+    pl.add_argument("--profile", default="cpu-tiny", help=profile_help)
     args = ap.parse_args(argv)
+    check_profile(args.profile)
     if args.cmd == "plot":
-        plot_all(json.loads((RESULTS / "sim_to_real.json").read_text()))
+        name = result_name(args.profile)
+        plot_all(json.loads((RESULTS / f"{name}.json").read_text()), name)
         return 0
     if args.cmd == "train":
         over = {k: v for k, v in (("learning_rate", args.learning_rate), ("ent_coef", args.ent_coef),
                                   ("clip_range", args.clip_range)) if v is not None}  # fmt: skip
-        train_policy(args.timesteps, Path(args.run_dir), args.seed, over, Path(args.config),
-                     Path(args.distribution))  # fmt: skip
+        train_policy(args.timesteps, Path(args.run_dir) if args.run_dir else run_dir_of(args.profile), args.seed,
+                     over, Path(args.config), Path(args.distribution) if args.distribution else None,
+                     args.profile)  # fmt: skip
         return 0
+    args.policy = args.policy or str(run_dir_of(args.profile))
     RESULTS.mkdir(exist_ok=True)
     return evaluate_live(args)
 

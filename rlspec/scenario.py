@@ -100,6 +100,13 @@ class Scenario:
     def replace(self, **changes: Any) -> Scenario:
         return dataclasses.replace(self, **changes)
 
+    def on_host(self, profile: str | None = None, load_scale: float = 1.0) -> Scenario:
+        """This scenario on another host: its cost model `profile` (None: its own) and
+        every arrival rate times `load_scale`, that host's capacity relative to the one the
+        rates were written for, so it is loaded alike."""
+        sc = self if profile is None else self.replace(profile=profile)
+        return sc if load_scale == 1.0 else sc.replace(workload=self.workload.at_load(load_scale))
+
     def shortened(self, duration_s: float) -> Scenario:
         """The first `duration_s` seconds of the workload (quick evaluations)."""
         w = self.workload

@@ -87,7 +87,8 @@ class BaselineEvalCallback(BaseCallback):
         super().__init__(verbose)
         self.cfg = cfg
         self.run_dir = run_dir
-        self.scenarios = [load_scenario(s).shortened(cfg.duration_s) for s in cfg.scenarios]
+        self.scenarios = [load_scenario(s).on_host(cfg.profile, cfg.load_scale).shortened(cfg.duration_s)
+                          for s in cfg.scenarios]  # fmt: skip
         self.best_ratio = float("inf")
         self.last_ratio: float | None = None
         self._baseline: dict[str, float] = {}

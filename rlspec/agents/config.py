@@ -57,10 +57,15 @@ class EvalConfig:
     )
     duration_s: float = 60.0  # each eval scenario is cut to this length to stay quick
     seed: int = 1000
+    # The scenarios on the training host (`Scenario.on_host`): its profile (None: each
+    # scenario's own) and its capacity relative to the one their rates were written for.
+    profile: str | None = None
+    load_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_range("eval.every_steps", self.every_steps, lo=0)
         check_range("eval.duration_s", self.duration_s, lo=1.0)
+        check_range("eval.load_scale", self.load_scale, lo=1e-3)
         if not self.scenarios:
             raise ConfigError("eval.scenarios: at least one scenario")
 

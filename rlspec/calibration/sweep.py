@@ -99,9 +99,10 @@ class SweepContext:
         # The live backend's reference cost model (step_time_vs_profile, its host check) and
         # its dtype are the sweep's profile, not the one the scenario file names.
         scenario = at_profile_dtype(scenario.replace(profile=profile_ref(profile)), prof)
+        # the KV pool a simulation-only sweep assumes; a live one reads the engine's
+        block_size, num_kv_blocks = kw.pop("block_size", 128), kw.pop("num_kv_blocks", 232)
         if not live:
-            return cls(Path(profile).resolve(), kw.pop("block_size", 128),
-                       kw.pop("num_kv_blocks", 232), acc, None, **kw)  # fmt: skip
+            return cls(Path(profile).resolve(), block_size, num_kv_blocks, acc, None, **kw)
         from rlspec.perf.host import local_device, this_host
 
         dtype = prof.host.dtype if prof.host else (scenario.live.dtype if scenario.live else "auto")

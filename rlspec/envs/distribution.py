@@ -57,6 +57,11 @@ class ScenarioDistribution:
     # SpeedDrift field -> [lo, hi]: the simulated host's departure from the profile (domain
     # randomisation); fields left out keep the base scenario's value.
     speed_drift: dict[str, Range] = field(default_factory=dict)
+    # The same scenarios on another host: the base scenario's profile replaced (None: its
+    # own), and every arrival rate times `load_scale` (that host's capacity relative to the
+    # one the rates were written for), so the loads span the same range relative to capacity.
+    profile: str | None = None
+    load_scale: float = 1.0
     base_dir: str = ""
 
     def __post_init__(self) -> None:
@@ -70,6 +75,7 @@ class ScenarioDistribution:
             if name not in allowed:
                 raise ConfigError(f"speed_drift.{name}: unknown field; allowed: {allowed}")
             _check_range_pair(f"speed_drift.{name}", r)
+        check_range("load_scale", self.load_scale, lo=1e-3)
 
     def sample(self, rng: np.random.Generator) -> Scenario:
         base = self._base()
@@ -88,6 +94,8 @@ class ScenarioDistribution:
         workload = WorkloadConfig(
             kind=t.kind, duration_s=duration, prompt=prompt, output=output, **params
         )
+        if self.load_scale != 1.0:
+            workload = workload.at_load(self.load_scale)
         acceptance = dataclasses.replace(base.acceptance, mean=_draw(rng, self.acceptance_mean))
         engine = dataclasses.replace(
             base.engine, gpu_memory_utilization=_draw(rng, self.gpu_memory_utilization)
@@ -106,7 +114,7 @@ class ScenarioDistribution:
         path = Path(self.base)
         if path.suffix and not path.is_absolute() and self.base_dir:
             path = Path(self.base_dir) / path
-        return load_scenario(path if path.suffix else self.base)
+        return load_scenario(path if path.suffix else self.base).on_host(self.profile)
 
 
 def _check_range_pair(name: str, r: Range) -> None:

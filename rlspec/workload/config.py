@@ -7,6 +7,7 @@ typo can't leave a scenario quietly different from what its file says.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,6 +31,10 @@ _FIELDS = {
         ("rate_scale", "start_s", "duration_s", "max_prompt_len", "max_output_len"),
     ),
 }
+
+
+# Requests per second, in every synthetic kind (`WorkloadConfig.at_load` scales them).
+_RATE_FIELDS = ("rate", "rate_on", "rate_start", "rate_end", "base_rate", "amplitude", "spike_rate")
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,16 @@ class WorkloadConfig:
         if self.path is not None and not self.path.strip():
             raise ConfigError("workload.path: must not be empty")
         self._check_kind_ranges()
+
+    def at_load(self, factor: float) -> WorkloadConfig:
+        """The same workload with every arrival rate times `factor` (a trace replayed
+        `factor` times as fast): on a host with `factor` of another's capacity it is as
+        loaded as the original was there. Lengths and times are kept."""
+        check_positive("load_scale", factor)
+        if self.kind == "trace":
+            return dataclasses.replace(self, rate_scale=(self.rate_scale or 1.0) * factor)
+        rates = {n: getattr(self, n) * factor for n in _RATE_FIELDS if getattr(self, n) is not None}
+        return dataclasses.replace(self, **rates)
 
     def _check_kind_ranges(self) -> None:
         """Constraints that relate several fields of one kind."""

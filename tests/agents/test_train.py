@@ -106,3 +106,23 @@ def test_warm_start_clones_the_expert(tmp_path):
     assert venv.obs_rms.count > 600
     stats = behaviour_clone(model, venv, demos, cfg.warm_start, cfg.ppo.gamma, seed=0)
     assert stats["bc/agreement"] > 0.9
+
+
+def test_the_eval_scenarios_run_on_the_training_hosts_profile_at_its_loads(tmp_path):
+    """A run trained on another host's simulator is scored there: eval.profile and
+    eval.load_scale move each eval scenario onto that host (Scenario.on_host)."""
+    import dataclasses
+
+    from rlspec.agents.callbacks import BaselineEvalCallback
+    from rlspec.config import ConfigError
+
+    cfg = load_agent_config(tiny_config(tmp_path)).eval
+    moved = dataclasses.replace(cfg, scenarios=[str(ROOT / "envs/live/tiny-poisson.yaml")],
+                                profile="cpu-tiny-avx2", load_scale=0.58)  # fmt: skip
+    (sc,) = BaselineEvalCallback(moved, tmp_path).scenarios
+    (kept,) = BaselineEvalCallback(dataclasses.replace(moved, profile=None, load_scale=1.0), tmp_path).scenarios
+    assert (sc.profile, kept.profile) == ("cpu-tiny-avx2", "cpu-tiny")
+    assert sc.workload.rate == pytest.approx(0.58 * kept.workload.rate)
+    assert sc.workload.duration_s == kept.workload.duration_s
+    with pytest.raises(ConfigError, match="eval.load_scale"):
+        dataclasses.replace(cfg, load_scale=0.0)

@@ -90,3 +90,28 @@ def test_a_template_can_have_its_own_lengths(tmp_path):
         assert dist.prompt_mean[0] <= w.prompt.mean <= dist.prompt_mean[1]
     with pytest.raises(ConfigError, match=r"workloads\[\].output_mean: expected"):
         dataclasses.replace(code[0], output_mean=[12, 3])
+
+
+def test_another_hosts_distribution_draws_the_same_scenarios_on_its_profile_at_its_loads():
+    """cpu-tiny-avx2-train is cpu-tiny-train on the AVX2 host's profile with every rate
+    x0.58: the same seed draws the same scenario, rates scaled, lengths and times kept."""
+    here = load_distribution(CPU_TINY)
+    there = load_distribution(ROOT / "envs/distributions/cpu-tiny-avx2-train.yaml")
+    assert (there.profile, there.load_scale) == ("cpu-tiny-avx2", 0.58)
+    rates = ("rate", "rate_on", "base_rate", "spike_rate")
+    for seed in range(12):
+        a, b = here.sample(np.random.default_rng(seed)), there.sample(np.random.default_rng(seed))
+        assert (a.profile, b.profile) == ("cpu-tiny", "cpu-tiny-avx2")
+        assert a.workload.kind == b.workload.kind and a.workload.prompt == b.workload.prompt
+        assert a.workload.duration_s == b.workload.duration_s and a.engine == b.engine
+        for name in rates:
+            if getattr(a.workload, name) is not None:
+                assert getattr(b.workload, name) == pytest.approx(0.58 * getattr(a.workload, name))
+        assert b.load_profile().name == "cpu-tiny-avx2"
+
+
+def test_a_bad_load_scale_names_the_field(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text(f"name: child\nextends: {CPU_TINY}\nload_scale: 0\n")
+    with pytest.raises(ConfigError, match="load_scale"):
+        load_distribution(child)

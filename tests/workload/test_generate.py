@@ -61,3 +61,21 @@ def test_100k_requests_are_sorted_with_dense_ids():
     assert len(reqs) > 90_000
     assert [r.request_id for r in reqs] == list(range(len(reqs)))
     assert all(a.arrival_s <= b.arrival_s for a, b in zip(reqs, reqs[1:], strict=False))
+
+
+@pytest.mark.parametrize("kind", ["poisson", "gamma", "onoff", "ramp", "diurnal", "flash"])
+def test_at_load_scales_the_arrival_rate_and_keeps_the_lengths(kind):
+    c = cfg(synthetic(kind, duration_s=6000.0))  # long enough for on-off's few busy periods
+    half = c.at_load(0.5)
+    assert (half.prompt, half.output, half.duration_s, half.kind) == (c.prompt, c.output, c.duration_s, c.kind)
+    n, n_half = len(generate(c, np.random.default_rng(0))), len(generate(half, np.random.default_rng(0)))
+    assert n_half / n == pytest.approx(0.5, rel=0.1)
+    assert c.at_load(1.0) == c
+
+
+def test_at_load_replays_a_trace_faster_or_slower():
+    c = cfg({"kind": "trace", "path": "../traces/azure_llm_2023_code.csv", "max_requests": 50})
+    base = generate(c, np.random.default_rng(0), REPO / "envs")
+    slow = generate(c.at_load(0.5), np.random.default_rng(0), REPO / "envs")
+    assert [r.arrival_s for r in slow] == pytest.approx([2 * r.arrival_s for r in base])
+    assert c.at_load(0.5).at_load(4.0).rate_scale == pytest.approx(2.0)
