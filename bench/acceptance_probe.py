@@ -20,8 +20,7 @@ from common import ROOT, write_result
 
 sys.path.insert(0, str(ROOT))
 
-# the KV pool each profile was calibrated with (bench/sim_to_real.py's KV_POOL)
-from sim_to_real import KV_POOL, load_scale  # noqa: E402
+from sim_to_real import kv_pool_of, load_scale  # noqa: E402
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.calibrate import HELD_OUT_SEED, held_out_requests  # noqa: E402
@@ -42,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = load_scale(args.profile)
     w = Workload("azure-code", str(ROOT / "envs/live/tiny-azure-code.yaml"), "rate_scale", (scale,), 40)
     sc = at_profile_dtype(w.variant(scale).replace(profile=args.profile), prof)
-    blocks, block_bytes = KV_POOL[args.profile]
-    sc = sc.replace(live=dataclasses.replace(sc.live, kv_cache_memory_bytes=blocks * block_bytes))
+    sc = sc.replace(live=dataclasses.replace(sc.live, kv_cache_memory_bytes=kv_pool_of(args.profile).memory_bytes))
     evaluation = [Request(i, 0.0, r.prompt_len, r.output_len) for i, r in enumerate(sc.requests(sc.seed))]
     held = held_out_requests(sc.replace(workload=dataclasses.replace(sc.workload, max_requests=None)), 80)
     runs = [("eval-len eval-tok k3", evaluation, sc.seed, 3), ("held-len held-tok k3", held, HELD_OUT_SEED, 3),

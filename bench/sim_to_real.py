@@ -42,15 +42,11 @@ import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.engine_speed import speed_adjusted  # noqa: E402
 from rlspec.calibration.sweep import SweepContext, Workload, mean_of_present, offered_rate  # noqa: E402
 from rlspec.perf.capacity import capacity_ratio  # noqa: E402
+from rlspec.perf.profile import KVPool, load_profile  # noqa: E402
 
 CONFIG = ROOT / "agents" / "ppo-oracle.yaml"
 LIVE_SCENARIOS = [ROOT / "envs/live/tiny-poisson.yaml", ROOT / "envs/live/tiny-azure-code.yaml"]
 ANALYTICAL = ["static:0", "static:3", "goodput", "latency-model", "nightjar", "batch-table"]
-# The KV pool of the engine each profile was calibrated on (its sources.kv_cache): blocks of
-# 128 tokens and their bytes (2 a value for cpu-tiny's bf16, 4 for cpu-tiny-avx2's float32).
-# vLLM sizes a CPU pool from the memory free at startup otherwise; one block is vLLM's null
-# block, so requests get one fewer.
-KV_POOL = {"cpu-tiny": (279, 8_912_896), "cpu-tiny-avx2": (279, 17_825_792)}
 # load levels on cpu-tiny's host (times the profile's `load_scale` elsewhere)
 WORKLOADS = [
     # light load to past saturation (~2 req/s of Poisson chat on this host); the Azure
@@ -60,10 +56,14 @@ WORKLOADS = [
 ]
 
 
-def check_profile(profile: str) -> str:
-    if profile not in KV_POOL:
-        raise SystemExit(f"--profile: {profile!r} has no recorded KV pool; one of {sorted(KV_POOL)}")
-    return profile
+def kv_pool_of(profile: str) -> KVPool:
+    """The KV pool `profile`'s engine was calibrated with: the live engine gets it exactly
+    (vLLM sizes a CPU pool from the memory free at startup otherwise) and a
+    simulation-only run its usable blocks."""
+    pool = load_profile(profile).kv_pool
+    if pool is None:
+        raise SystemExit(f"--profile: {profile!r} records no kv_pool (calibrate it again with `rlspec calibrate`)")
+    return pool
 
 
 def run_dir_of(profile: str) -> Path:
@@ -257,10 +257,10 @@ def evaluate_live(args: argparse.Namespace) -> int:
     if args.engines > 1:
         analytical_groups(args.engines)  # validate before the engines start
     first = chosen[0].variant(chosen[0].values[0])
-    blocks, block_bytes = KV_POOL[args.profile]
-    first = first.replace(live=dataclasses.replace(first.live, kv_cache_memory_bytes=blocks * block_bytes))
-    ctx = SweepContext.open(first, ROOT / f"rlspec/perf/profiles/{args.profile}.yaml", block_size=128,
-                            num_kv_blocks=blocks - 1,  # the pool a simulation-only run assumes
+    pool = kv_pool_of(args.profile)
+    first = first.replace(live=dataclasses.replace(first.live, kv_cache_memory_bytes=pool.memory_bytes))
+    ctx = SweepContext.open(first, ROOT / f"rlspec/perf/profiles/{args.profile}.yaml", block_size=pool.block_size,
+                            num_kv_blocks=pool.usable_blocks,  # the pool a simulation-only run assumes
                             live=not args.sim_only, engines=args.engines, quiet=args.wait_quiet,
                             sim_seeds=args.sim_seeds, allow_host_mismatch=args.allow_host_mismatch)  # fmt: skip
     t0 = time.perf_counter()
@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     pl = sub.add_parser("plot", help="redraw results/sim_to_real[-P]*.png from its json")
     pl.add_argument("--profile", default="cpu-tiny", help=profile_help)
     args = ap.parse_args(argv)
-    check_profile(args.profile)
+    kv_pool_of(args.profile)
     if args.cmd == "plot":
         name = result_name(args.profile)
         plot_all(json.loads((RESULTS / f"{name}.json").read_text()), name)

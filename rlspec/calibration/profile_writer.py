@@ -19,7 +19,14 @@ from typing import Any
 import yaml
 
 from rlspec.perf.host import HostFingerprint, cpu_model
-from rlspec.perf.profile import FittedStepTime, HardwareProfile, ModelProfile, Profile, load_profile
+from rlspec.perf.profile import (
+    FittedStepTime,
+    HardwareProfile,
+    KVPool,
+    ModelProfile,
+    Profile,
+    load_profile,
+)
 
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float": 4, "half": 2, "bf16": 2,
                 "fp16": 2, "fp32": 4}  # fmt: skip
@@ -99,6 +106,7 @@ def build_profile(
     hardware_name: str | None = None,
     memory_bytes: float | None = None,
     host: HostFingerprint | None = None,
+    kv_pool: KVPool | None = None,
     sources: dict[str, str] | None = None,
 ) -> Profile:
     """A fitted profile. The hardware numbers the fitted step time does not use are set
@@ -133,6 +141,7 @@ def build_profile(
         kind="fitted",
         fitted=fitted,
         host=host,
+        kv_pool=kv_pool,
         sources=dict(sources or {}),
     )
 
@@ -140,7 +149,7 @@ def build_profile(
 def profile_to_dict(profile: Profile) -> dict[str, Any]:
     d = dataclasses.asdict(profile)
     order = ["name", "kind", "hardware", "target", "draft", "iteration_overhead_s",
-             "draft_pass_overhead_s", "offload_fixed_s", "fitted", "host", "sources"]  # fmt: skip
+             "draft_pass_overhead_s", "offload_fixed_s", "fitted", "host", "kv_pool", "sources"]  # fmt: skip
     return {k: d[k] for k in order if k in d and d[k] is not None}
 
 

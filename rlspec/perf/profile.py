@@ -79,6 +79,33 @@ class FittedStepTime:
 
 
 @dataclass(frozen=True)
+class KVPool:
+    """The KV cache the live engine had when it was calibrated. A live run that means to
+    reproduce the calibrated engine (the sweeps, the probes) starts vLLM with this pool
+    rather than letting it size one from the memory free at that moment."""
+
+    block_size: int  # tokens per block
+    num_blocks: int  # vLLM's pool, including its null block
+    block_bytes: int  # every layer of target and drafter, K and V, at the engine's dtype
+
+    def __post_init__(self) -> None:
+        check_range("kv_pool.block_size", self.block_size, lo=1)
+        check_range("kv_pool.num_blocks", self.num_blocks, lo=2)
+        check_range("kv_pool.block_bytes", self.block_bytes, lo=1)
+
+    @property
+    def usable_blocks(self) -> int:
+        """Blocks requests can hold (vLLM keeps one as its null block): a matched
+        simulator's `engine.num_kv_blocks`."""
+        return self.num_blocks - 1
+
+    @property
+    def memory_bytes(self) -> int:
+        """vLLM's `kv_cache_memory_bytes` for exactly this pool."""
+        return self.num_blocks * self.block_bytes
+
+
+@dataclass(frozen=True)
 class Profile:
     """One deployment: an accelerator serving a target model with a draft model."""
 
@@ -94,6 +121,7 @@ class Profile:
     # Where a fitted profile was measured (`rlspec calibrate` records it); the live backend
     # warns when it starts on a different kind of host. None: not recorded (roofline, older fits).
     host: HostFingerprint | None = None
+    kv_pool: KVPool | None = None  # recorded by `rlspec calibrate`; None: not recorded
     sources: dict[str, str] = field(default_factory=dict)  # where each number comes from
 
     def __post_init__(self) -> None:

@@ -21,9 +21,10 @@ from rlspec.calibration.profile_writer import (
     write_profile,
 )
 from rlspec.calibration.sweep import SweepContext
+from rlspec.config import ConfigError
 from rlspec.evaluate import evaluate
 from rlspec.perf.fit import TERMS
-from rlspec.perf.profile import load_profile
+from rlspec.perf.profile import KVPool, available_profiles, load_profile
 from rlspec.perf.step_time import StepTimeModel
 from rlspec.scenario import load_scenario
 from rlspec.sim.kv import BlockPool
@@ -86,6 +87,23 @@ def test_profile_round_trip_is_usable_everywhere(tmp_path):
     assert all(m.completed == m.arrived > 0 for m in res.values())
 
 
+@pytest.mark.parametrize("field,value", [("block_size", 0), ("num_blocks", 1), ("block_bytes", 0)])
+def test_kv_pool_rejects_an_impossible_pool(field, value):
+    kw = {"block_size": 128, "num_blocks": 279, "block_bytes": 1024, field: value}
+    with pytest.raises(ConfigError, match=f"kv_pool.{field}"):
+        KVPool(**kw)
+
+
+def test_every_shipped_kv_pool_holds_both_models_kv_per_block():
+    """A recorded pool's block is the target's and the drafter's K and V for block_size
+    tokens at the profile's dtype: the bytes vLLM reported are the models' own."""
+    pools = {n: load_profile(n) for n in available_profiles() if load_profile(n).kv_pool is not None}
+    assert {"cpu-tiny", "cpu-tiny-avx2", "cpu-tiny-avx512"} <= set(pools)
+    for name, prof in pools.items():
+        per_token = prof.target.kv_bytes_per_token + prof.draft.kv_bytes_per_token
+        assert prof.kv_pool.block_bytes == per_token * prof.kv_pool.block_size, name
+
+
 def test_measurement_round_trip_and_fit(tmp_path, h100):
     facts = EngineFacts(128, 233, 5, 8912896, "bfloat16", 9.0, 4, 16, 2048, 2048)
     recs = synthetic_records(h100, noise=0.002, spikes=0.0)
@@ -104,6 +122,10 @@ def test_measurement_round_trip_and_fit(tmp_path, h100):
         assert getattr(res.profile.fitted, name) == pytest.approx(getattr(TRUTH, name), rel=0.05)
     assert (res.offload_s, res.reload_s) == pytest.approx((0.01, 0.06))
     assert StepTimeModel(res.profile).transfer_s == pytest.approx(0.035)
+    # The engine's KV pool travels with the profile, so a live run can start the same one.
+    assert res.profile.kv_pool == KVPool(128, 233, 8912896)
+    assert load_profile(write_profile(tmp_path / "x.yaml", res.profile)).kv_pool == res.profile.kv_pool
+    assert (res.profile.kv_pool.usable_blocks, res.profile.kv_pool.memory_bytes) == (232, 233 * 8912896)
     acc = measured_acceptance(res.profile)
     assert acc is not None and acc.mean == pytest.approx(res.acceptance.mean, abs=1e-4)
 
