@@ -248,6 +248,21 @@ def plot_all(d: dict, name: str) -> None:
         plot_paired(d, RESULTS / f"{name}_paired.png")
 
 
+def resumed_points(partial: Path, settings: dict) -> tuple[list[dict], list]:
+    """The points an interrupted live evaluation finished, if it ran with these settings: an
+    ~hour-long run should not be lost to one crash or a closed session."""
+    if not partial.is_file():
+        print(f"--resume: no {partial.relative_to(ROOT)}; starting from the first point")
+        return [], []
+    d = json.loads(partial.read_text())
+    if d["settings"] != settings:
+        diff = sorted(k for k in settings if d["settings"].get(k) != settings[k])
+        raise SystemExit(f"--resume: {partial.relative_to(ROOT)} was run with other settings ({', '.join(diff)}); "
+                         "delete it or run with those")  # fmt: skip
+    print(f"--resume: {len(d['points'])} points from {partial.relative_to(ROOT)}")
+    return d["points"], d["rerun_log"]
+
+
 def evaluate_live(args: argparse.Namespace) -> int:
     policy = f"policy:{Path(args.policy).resolve()}"
     controllers = [policy, *ANALYTICAL]
@@ -264,10 +279,18 @@ def evaluate_live(args: argparse.Namespace) -> int:
                             live=not args.sim_only, engines=args.engines, quiet=args.wait_quiet,
                             sim_seeds=args.sim_seeds, allow_host_mismatch=args.allow_host_mismatch)  # fmt: skip
     t0 = time.perf_counter()
-    points = []
+    name = result_name(args.profile)
+    partial = RESULTS / f"{name}.partial.json"
+    settings = {"policy": str(Path(args.policy).resolve()), "profile": args.profile, "requests": args.requests,
+                "engines": args.engines, "repeats": args.repeats, "sim_seeds": args.sim_seeds,
+                "workloads": {w.name: list(w.values) for w in chosen}}  # fmt: skip
+    points, earlier_log = resumed_points(partial, settings) if args.resume else ([], [])
+    done = {(p["workload"], p["value"]) for p in points}
     try:
         for w in chosen:
             for i, v in enumerate(w.values):
+                if (w.name, v) in done:
+                    continue
                 sc = ctx.match(w.variant(v))
                 rot = i % len(controllers)  # rotate the order so no controller always runs first
                 order = controllers[rot:] + controllers[:rot]
@@ -317,6 +340,9 @@ def evaluate_live(args: argparse.Namespace) -> int:
                     pt[f"{side}_policy_vs_best"] = lat["policy"] / lat[best]
                     pt[f"{side}_policy_vs_goodput"] = lat["policy"] / lat["goodput"]
                 points.append(pt)
+                if not args.sim_only:  # an interrupted run resumes from here (--resume)
+                    partial.write_text(json.dumps({"settings": settings, "points": points,
+                                                   "rerun_log": earlier_log + ctx.log}, indent=1))  # fmt: skip
                 together = "" if paired is None else (
                     f"; paired {pt['live_paired_policy_vs_best']:.3f}x vs {pt['live_paired_best_analytical']}")
                 adjusted = "" if adj is None else (
@@ -368,9 +394,6 @@ def evaluate_live(args: argparse.Namespace) -> int:
     a = summary["all"].get("live_adjusted")
     pr = summary["all"].get("live_paired")
     loads = [m.get("other_load_cores", 0.0) for p in points for m in p["live"].values()]
-    from rlspec.perf.profile import load_profile
-
-    name = result_name(args.profile)
     prof_host = load_profile(args.profile).host
     write_result(name, {
         "policy": str(Path(args.policy).resolve().relative_to(ROOT)),
@@ -410,12 +433,14 @@ def evaluate_live(args: argparse.Namespace) -> int:
             "slope_median": a["slope_median"], "r2_median": a["r2_median"]},
         "summary": summary,
         "other_load_cores_mean": statistics.fmean(loads) if loads else 0.0,
-        "rerun_log": ctx.log,
+        "rerun_log": earlier_log + ctx.log,
         "sim_seeds": args.sim_seeds,
         "repeats": args.repeats,
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "resumed_points": len(done),
+        "wall_s": round(time.perf_counter() - t0, 1),  # this invocation's, when resumed
         "points": points,
     })  # fmt: skip
+    partial.unlink(missing_ok=True)
     if a is not None:
         plot_all(json.loads((RESULTS / f"{name}.json").read_text()), name)
     print(f"live: policy / best analytical mean latency = {s['mean_ratio_vs_best']:.3f}x on average, "
@@ -457,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--wait-quiet", type=float, default=None, metavar="CORES")
     e.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
     e.add_argument("--sim-only", action="store_true")
+    e.add_argument("--resume", action="store_true",
+                   help="keep the points an interrupted live run saved (results/<name>.partial.json)")
     e.add_argument("--allow-host-mismatch", action="store_true",
                    help="evaluate live against a profile fitted on another kind of host")  # fmt: skip
     e.add_argument("--engines", type=int, default=3,
