@@ -2,6 +2,7 @@
 
     python bench/sim_to_real.py train [--profile P] [--config agents/ppo-oracle.yaml]  # -> checkpoints/P-oracle-ppo/
     python bench/sim_to_real.py eval [--profile P] [--wait-quiet 0.3]  # -> results/sim_to_real[-P].json (+ .png)
+    python bench/sim_to_real.py eval --sim-only [--profile P]           # -> results/sim_to_real[-P]-sim.json (simulator only)
     python bench/sim_to_real.py plot [--profile P]                     # redraw the figures from the json
 
 Every command is for one calibrated host: `--profile` (default cpu-tiny; cpu-tiny-avx2 is
@@ -390,6 +391,13 @@ def evaluate_live(args: argparse.Namespace) -> int:
     s = summary["all"]["live"]
     if args.sim_only:
         print(json.dumps(summary, indent=1))
+        write_result(f"{name}-sim", {
+            "policy": str(Path(args.policy).resolve().relative_to(ROOT)), "profile": args.profile,
+            "load_scale": scale, "trained_on": f"simulator only (profile {args.profile}, {trained_on(Path(args.policy))})",
+            "controllers": ["policy", *ANALYTICAL], "sim_seeds": args.sim_seeds,
+            "mean_ratio_vs_best": summary["all"]["sim"]["mean_ratio_vs_best"],
+            "max_ratio_vs_best": summary["all"]["sim"]["max_ratio_vs_best"],
+            "summary": summary, "points": points})  # fmt: skip
         return 0
     a = summary["all"].get("live_adjusted")
     pr = summary["all"].get("live_paired")
