@@ -32,7 +32,7 @@ from rlspec.calibration.profile_writer import (
 )
 from rlspec.perf.fit import TERMS
 from rlspec.perf.host import copy_bandwidth
-from rlspec.perf.profile import KVPool, Profile
+from rlspec.perf.profile import Profile
 from rlspec.sim.config import EngineConfig
 from rlspec.workload.request import Request
 
@@ -271,7 +271,7 @@ def fit_measurement(
         hardware_name=f"{host.cpu} x{host.cores} cores" if host else None,
         memory_bytes=host_memory_bytes(),
         host=host,
-        kv_pool=KVPool(facts.block_size, facts.num_gpu_blocks, facts.kv_bytes_per_block),
+        kv_pool=facts.kv_pool,
         sources=sources,
     )
     engine = EngineConfig(

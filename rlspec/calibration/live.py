@@ -20,6 +20,7 @@ from rlspec.config import from_dict
 from rlspec.control.action import OFFLOAD, Action
 from rlspec.engines.snapshot import DrafterState
 from rlspec.perf.host import HostFingerprint
+from rlspec.perf.profile import KVPool
 
 
 @dataclass
@@ -38,14 +39,19 @@ class EngineFacts:
     max_model_len: int
 
     @property
+    def kv_pool(self) -> KVPool:
+        """The engine's KV pool as a profile records it."""
+        return KVPool(self.block_size, self.num_gpu_blocks, self.kv_bytes_per_block)
+
+    @property
     def usable_blocks(self) -> int:
         """Blocks requests can use with the drafter offloaded (= sim `num_kv_blocks`)."""
-        return self.num_gpu_blocks - 1
+        return self.kv_pool.usable_blocks
 
     @property
     def pool_bytes(self) -> int:
         """The KV pool's size (`kv_cache_memory_bytes` that rebuilds this pool)."""
-        return self.num_gpu_blocks * self.kv_bytes_per_block
+        return self.kv_pool.memory_bytes
 
 
 @dataclass
