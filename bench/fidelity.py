@@ -3,6 +3,7 @@
     python bench/fidelity.py [--profile cpu-tiny] [--requests 40] [--wait-quiet 0.3]
     python bench/fidelity.py --live-from results/fidelity.json   # re-simulate, same live runs
     python bench/fidelity.py --profile cpu-tiny-avx2 --load-scale auto --out fidelity-cpu-tiny-avx2
+    python bench/fidelity.py --requests poisson=40,azure-code=120   # per workload
 
 For two workloads - Poisson (envs/live/tiny-poisson.yaml, rate varied) and the Azure code
 trace (envs/live/tiny-azure-code.yaml, length-scaled, replay speed varied) - at >= 6 load
@@ -62,6 +63,26 @@ def parse_load_scale(text: str, profile: str) -> float:
     if not scale > 0:
         raise SystemExit(f"--load-scale: {text!r} must be > 0")
     return scale
+
+
+def parse_requests(text: str, names: list[str]) -> dict[str, int]:
+    """Requests per live episode, one count for all workloads or `name=N,...` per workload.
+
+    Azure code requests decode only ~8 tokens each, so an episode of 40 holds ~100 verify
+    steps at k=3 against Poisson's ~1,300: the same acceptance precision needs more requests.
+    """
+    try:
+        if "=" not in text:
+            counts = dict.fromkeys(names, int(text))
+        else:
+            counts = {name.strip(): int(n) for name, n in (item.split("=", 1) for item in text.split(","))}
+    except ValueError:
+        raise SystemExit(f"--requests: {text!r} is not N or name=N,... (workloads: {', '.join(names)})") from None
+    if unknown := sorted(set(counts) - set(names)):
+        raise SystemExit(f"--requests: unknown workload(s) {unknown}; allowed: {', '.join(names)}")
+    if bad := [n for n, c in counts.items() if c < 1]:
+        raise SystemExit(f"--requests: {bad} must be >= 1")
+    return {name: counts.get(name, 40) for name in names}
 
 
 def summarize(points: list[dict]) -> dict:
@@ -147,7 +168,8 @@ def _stored_live(path: Path, profile: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu-tiny")
-    ap.add_argument("--requests", type=int, default=40, help="requests per live episode")
+    ap.add_argument("--requests", default="40",
+                    help="requests per live episode: N, or name=N,... per workload (others 40)")  # fmt: skip
     ap.add_argument("--sim-seeds", type=int, default=5)
     ap.add_argument("--wait-quiet", type=float, default=None, metavar="CORES",
                     help="shared machine: wait for / re-run around other processes' CPU use")  # fmt: skip
@@ -164,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="fidelity")
     args = ap.parse_args(argv)
     args.load_scale = parse_load_scale(args.load_scale, args.profile)
+    requests = parse_requests(args.requests, [w.name for w in WORKLOADS])
     stored = _stored_live(Path(args.live_from), args.profile) if args.live_from else None
 
     prof = load_profile(args.profile)
@@ -176,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         vals = tuple(float(v) for v in args.values.split(","))
         chosen = [Workload(w.name, w.scenario, w.knob, vals, w.requests) for w in chosen]
     chosen = [Workload(w.name, w.scenario, w.knob, tuple(round(v * args.load_scale, 4) for v in w.values),
-                       args.requests) for w in chosen]  # fmt: skip
+                       requests[w.name]) for w in chosen]  # fmt: skip
     if stored is not None:  # the stored run's workloads, load levels and engine
         chosen = [Workload(w.name, w.scenario, w.knob, tuple(stored["workloads"][w.name]["values"]),
                            stored["workloads"][w.name]["requests"]) for w in chosen if w.name in stored["workloads"]]  # fmt: skip
