@@ -479,6 +479,31 @@ def oracle_labels(d: dict) -> list[str]:
     return [*out, ""]
 
 
+def oracle_foresight(d: dict) -> list[str]:
+    shown = ["goodput", "static:3", "latency-model", "policy", "oracle", "oracle-luck-blind"]
+    out = [
+        f"## How much of the oracle's margin is foresight of the luck (`bench/oracle_foresight.py`, profile `{d['profile']}`)",
+        "",
+        _env(d),
+        "",
+        f"The sim-to-real sweep's points in the matched simulator (load x{d['load_scale']:g}, {d['requests']} "
+        f"requests per episode, {d['seeds']} engine seeds paired across controllers). Mean latency over the best "
+        "analytical controller's at each point (< 1: better than all six). *oracle*: the lookahead oracle with "
+        "perfect information (the DAgger teacher); *oracle-luck-blind*: the same arrivals foreseen, but every "
+        f"decision's rollouts meet {d['luck_draws']} fresh draws of the undecided luck (which drafts the target "
+        f"accepts). *policy*: `{d['policy']}`.",
+        "",
+        "| point | best analytical | " + " | ".join(shown) + " |",
+        "|---|---|" + "---|" * len(shown),
+    ]
+    for p in d["points"]:
+        out.append(f"| {p['workload']} {p['offered_rate']:.2f} req/s | {p['best_analytical']} | "
+                   + " | ".join(f"{p['vs_best'][c]:.3f}" for c in shown) + " |")  # fmt: skip
+    for scope, row in d["mean_vs_best"].items():
+        out.append(f"| mean, {scope} | | " + " | ".join(f"**{row[c]:.3f}**" for c in shown) + " |")
+    return [*out, ""]
+
+
 SECTIONS = [
     ("sim_speed", sim_speed),
     ("paper_findings", paper_findings),
@@ -486,11 +511,13 @@ SECTIONS = [
     ("policy_vs_baselines", policy_vs_baselines),
     ("headroom", headroom),
     ("oracle_labels", oracle_labels),
+    ("oracle_foresight-cpu-tiny-avx512", oracle_foresight),
     ("live_tradeoff", live_tradeoff),
     ("live_curves", live_curves),
     ("serve_bench", serve_bench),
     ("fidelity", fidelity),
     ("fidelity-cpu-tiny-avx2", fidelity),
+    ("fidelity-cpu-tiny-avx512", fidelity),
     ("sim_to_real", sim_to_real),
     ("sim_to_real-cpu-tiny-avx2", sim_to_real),
     ("drift_robustness", drift_robustness),

@@ -23,6 +23,15 @@ costs of two actions differ by what the actions cause (common random numbers). W
 verify step drew from one shared stream, rollouts fell out of step within a few iterations
 and on the Azure code replay the cost differences were mostly noise (notes/calibration.md
 section 9).
+
+That perfect information includes the luck itself: which draft at which position the target
+will accept. No policy can see it, and on a small pair at low load it may be most of what
+the oracle gains. `luck_draws` takes it away: each decision's rollouts meet that many fresh
+draws of the undecided luck (`Simulator.redraw_luck`), every action the same draws, and an
+action costs its mean over them. That oracle still knows the arrivals and the acceptance
+probability of requests already in flight (which the acceptance features estimate), so its
+margin over the best analytical controller bounds what a feature policy can gain more tightly
+(bench/oracle_foresight.py).
 """
 
 from __future__ import annotations
@@ -45,10 +54,13 @@ class OracleConfig:
     horizon_s: float = 6.0  # virtual seconds each rollout is charged over, at least
     horizon_steps: int = 60  # ...and at least this many iterations at the step-time EWMA
     base: str = "goodput"  # controller the rollouts follow after their first interval
+    luck_draws: int = 0  # 0: rollouts meet the episode's own luck; n: n fresh draws per decision
+    seed: int = 0  # of the fresh draws
 
     def __post_init__(self) -> None:
         check_range("oracle.horizon_s", self.horizon_s, lo=1e-3)
         check_range("oracle.horizon_steps", self.horizon_steps, lo=0)
+        check_range("oracle.luck_draws", self.luck_draws, lo=0)
 
     def window_s(self, step_time_s: float) -> float:
         """The rollout window for an engine whose iterations take `step_time_s`."""
@@ -64,8 +76,10 @@ class LookaheadOracle(Controller):
                 f"oracle: backend {type(backend).__name__} cannot be copied for rollouts; "
                 "the lookahead oracle runs on the simulator only"
             )
-        self.backend = backend
         self.cfg = cfg or OracleConfig()
+        if self.cfg.luck_draws and not hasattr(backend, "redraw_luck"):
+            raise ValueError(f"oracle.luck_draws: backend {type(backend).__name__} cannot redraw its luck; use 0")
+        self.backend = backend
         self.base = make_controller(self.cfg.base)
         self.rollouts = 0
 
@@ -73,6 +87,7 @@ class LookaheadOracle(Controller):
         super().reset(ctx)
         self.base.reset(ctx)
         self.actions = [Action.from_index(i, ctx.k_max) for i in range(ctx.k_max + 2)]
+        self.rng = np.random.default_rng(self.cfg.seed)
 
     def decide(self, obs: FeatureTracker) -> Action:
         """The cheapest action; the base controller's own choice wins ties."""
@@ -88,12 +103,19 @@ class LookaheadOracle(Controller):
         the cost of every alternative, not only the winner, so a policy that cannot see the
         future can learn which action is cheapest on average where the futures differ.
         """
-        return np.array([self.rollout(action, obs) for action in self.actions])
+        if not self.cfg.luck_draws:
+            return np.array([self.rollout(action, obs) for action in self.actions])
+        seeds = self.rng.integers(2**63, size=self.cfg.luck_draws)
+        return np.array([np.mean([self.rollout(action, obs, int(seed)) for seed in seeds])
+                         for action in self.actions])  # fmt: skip
 
-    def rollout(self, first: Action, obs: FeatureTracker) -> float:
-        """Request-seconds from now to now + horizon if `first` is played now."""
+    def rollout(self, first: Action, obs: FeatureTracker, luck_seed: int | None = None) -> float:
+        """Request-seconds from now to now + horizon if `first` is played now (against a
+        fresh draw of the luck, seeded `luck_seed`, if one is given)."""
         self.rollouts += 1
         backend, tracker, base = copy.deepcopy((self.backend, obs, self.base))
+        if luck_seed is not None:
+            backend.redraw_luck(luck_seed)
         end = tracker.last.clock_s + self.cfg.window_s(tracker.step_time)
         cost, action = 0.0, first
         while True:

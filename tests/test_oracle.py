@@ -3,6 +3,7 @@ model one step of lookahead must not lose to the controller it improves on."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rlspec.calibration.sweep import Workload
@@ -36,6 +37,35 @@ def test_rollouts_leave_the_planned_engine_untouched():
     assert oracle.rollouts == 6 * (ctx.k_max + 2)
 
 
+def test_a_luck_blind_oracle_redraws_only_its_rollouts_luck():
+    """`luck_draws` rollouts meet fresh luck, seeded, shared by every action; the engine
+    being planned for keeps its own."""
+    scenario = load_scenario("bursty").shortened(15.0)
+    requests = scenario.requests()
+    planned, twin = (make_backend(scenario, seed=5) for _ in range(2))
+    blind, again = (LookaheadOracle(planned, OracleConfig(horizon_s=1.0, luck_draws=2, seed=3)) for _ in range(2))
+    seeing = LookaheadOracle(planned, OracleConfig(horizon_s=1.0))
+    ctx = control_context(scenario, planned)
+    for oracle in (blind, again, seeing):
+        oracle.reset(ctx)
+    tracker = ctx.tracker()
+    tracker.update(planned.start(requests))
+    twin.start(requests)
+    for backend in (planned, twin):
+        backend.set_action(Action(k=2))
+    while tracker.last.num_decode_reqs < 4:  # a batch whose drafts the luck decides
+        a, b = planned.step(), twin.step()
+        tracker.update(a)
+        assert a == b
+    costs = blind.action_costs(tracker)
+    np.testing.assert_array_equal(costs, again.action_costs(tracker))
+    assert not np.array_equal(costs, seeing.action_costs(tracker))
+    assert blind.rollouts == 2 * (ctx.k_max + 2)
+    for _ in range(40):
+        a, b = planned.step(), twin.step()
+        assert a == b
+
+
 @pytest.mark.slow
 def test_lookahead_over_goodput_does_not_lose_to_goodput():
     scenario = load_scenario("flash-crowd").shortened(50.0)
@@ -55,6 +85,14 @@ def test_the_oracle_refuses_engines_it_cannot_copy():
         LookaheadOracle(Live())
     with pytest.raises(ValueError, match="oracle.horizon_s"):
         OracleConfig(horizon_s=0.0)
+    with pytest.raises(ValueError, match="oracle.luck_draws"):
+        OracleConfig(luck_draws=-1)
+
+    class FixedLuck:  # copyable, but its luck cannot be redrawn
+        copyable = True
+
+    with pytest.raises(ValueError, match="oracle.luck_draws"):
+        LookaheadOracle(FixedLuck(), OracleConfig(luck_draws=1))
 
 
 def test_the_window_spans_iterations_on_an_engine_with_slow_steps():

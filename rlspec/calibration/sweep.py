@@ -15,7 +15,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,9 @@ from rlspec.calibration.matching import (
     profile_ref,
     tallied_episode,
 )
+from rlspec.control.base import Controller
 from rlspec.control.registry import BaselinesConfig, make_controller
+from rlspec.engines.base import Backend
 from rlspec.engines.factory import make_backend
 from rlspec.perf.acceptance import AcceptanceConfig
 from rlspec.scenario import Scenario, load_scenario
@@ -214,15 +216,19 @@ class SweepContext:
                 log.warning(warning)
             self.log.append(f"profile drift {scenario.name} {controller}: steps {ratio:.2f}x the profile's")
 
-    def run_sim(self, scenario: Scenario, controller: str, seed: int | None = None) -> dict[str, Any]:
+    def run_sim(self, scenario: Scenario, controller: str | Callable[[Backend], Controller],
+                seed: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """The mean over `sim_seeds` engine seeds, the same seeds for every controller (so
+        two controllers meet the same luck). `controller`: a spec, or a function of the
+        episode's backend for a controller that plans on it (the lookahead oracle)."""
         seed = scenario.seed if seed is None else seed
         requests = scenario.requests(seed)
+        make = controller if callable(controller) else lambda _: make_controller(controller, self.baselines)
         runs = []
         for i in range(self.sim_seeds):
             backend = make_backend(scenario, "sim", seed=seed + 7919 * i)
             try:
-                runs.append(tallied_episode(backend, make_controller(controller, self.baselines),
-                                            requests, scenario))  # fmt: skip
+                runs.append(tallied_episode(backend, make(backend), requests, scenario))
             finally:
                 backend.close()
         out: dict[str, Any] = {}
