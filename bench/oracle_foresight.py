@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from rlspec.calibration.sweep import SweepContext, Workload, offered_rate  # noqa: E402
 from rlspec.oracle import LookaheadOracle, OracleConfig  # noqa: E402
 
-ORACLES = {"oracle": 0, "oracle-luck-blind": None}  # luck_draws; None: --luck-draws
+ORACLES = ("oracle", "oracle-luck-blind")
 
 
 def measure(job: tuple[str, Workload, float, int, int, str]) -> dict:
@@ -50,8 +50,7 @@ def measure(job: tuple[str, Workload, float, int, int, str]) -> dict:
     res = {c: ctx.run_sim(sc, c) for c in ANALYTICAL}
     res["policy"] = ctx.run_sim(sc, f"policy:{policy}")
     walls = {}
-    for name, draws in ORACLES.items():
-        cfg = OracleConfig(luck_draws=luck_draws if draws is None else draws)
+    for name, cfg in zip(ORACLES, (OracleConfig(), OracleConfig(luck_draws=luck_draws)), strict=True):
         t0 = time.perf_counter()
         res[name] = ctx.run_sim(sc, lambda backend, cfg=cfg: LookaheadOracle(backend, cfg))
         walls[name] = round(time.perf_counter() - t0, 1)
