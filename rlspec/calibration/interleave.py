@@ -30,6 +30,9 @@ from typing import Any
 from rlspec.calibration.matching import Tally
 from rlspec.calibration.quiet import OtherLoad
 
+# resident growth an engine is allowed past its startup size (activations scale with the batch)
+_MEMORY_HEADROOM = 0.15
+
 
 @dataclass(frozen=True)
 class Job:
@@ -144,18 +147,19 @@ class InterleavedEngines:
             raise
 
     def _check_memory(self, n: int) -> None:
-        """Refuse before the OOM killer does: each engine grows to its startup size plus the
-        part of its KV pool not yet written (bounded here by the whole pool)."""
-        pool_bytes = self.facts.pool_bytes
+        """Refuse before the OOM killer does. vLLM zero-fills its KV pool when it starts
+        (`vllm.v1.worker.utils.allocate_kv_cache`), so the first engine's resident size
+        already holds its pool: each further engine needs that much, plus headroom for
+        the activations that grow with the batch."""
         rss = _proc_kb(f"/proc/{self._procs[0].pid}/status", "VmRSS")
         free = _proc_kb("/proc/meminfo", "MemAvailable")
         if rss is None or free is None:
             return
-        need = (n - 1) * (rss + pool_bytes) + pool_bytes
+        need = (n - 1) * rss * (1 + _MEMORY_HEADROOM)
         if need > free:
             raise MemoryError(
-                f"{n} engines need ~{need / 2**30:.1f} GiB more ({rss / 2**30:.1f} GiB each at startup "
-                f"+ a {pool_bytes / 2**30:.1f} GiB KV pool), {free / 2**30:.1f} GiB is available; "
+                f"{n} engines need ~{need / 2**30:.1f} GiB more ({rss / 2**30:.1f} GiB each at startup, "
+                f"KV pool included, + {_MEMORY_HEADROOM:.0%}), {free / 2**30:.1f} GiB is available; "
                 f"run fewer at once")
 
     def _start(self, scenarios: Sequence[Any], timeout_s: float) -> list[Any]:

@@ -15,7 +15,7 @@ import rlspec.engines.vllm  # noqa: F401  (Intel OpenMP before vLLM)
 
 pytest.importorskip("vllm")
 
-from rlspec.calibration.interleave import InterleavedEngines, Job  # noqa: E402
+from rlspec.calibration.interleave import InterleavedEngines, Job, _proc_kb  # noqa: E402
 from rlspec.scenario import load_scenario  # noqa: E402
 
 pytestmark = pytest.mark.vllm
@@ -87,3 +87,13 @@ def test_bad_sizes_are_refused_before_any_engine_starts(scenario):
         InterleavedEngines(scenario, 0)
     with pytest.raises(ValueError, match="blocktime_ms"):
         InterleavedEngines(scenario, 1, blocktime_ms=-1)
+
+
+def test_memory_check_counts_the_pool_once(pool):
+    # vLLM zero-fills the KV pool at startup, so the first engine's resident size holds it:
+    # the check asks for that size per further engine, not that size plus the pool again
+    rss = _proc_kb(f"/proc/{pool._procs[0].pid}/status", "VmRSS")
+    assert rss is not None and rss > pool.facts.pool_bytes > 0
+    too_many = int(_proc_kb("/proc/meminfo", "MemAvailable") / rss) + 2
+    with pytest.raises(MemoryError, match=f"{too_many} engines need .* KV pool included"):
+        pool._check_memory(too_many)
