@@ -520,6 +520,7 @@ SECTIONS = [
     ("fidelity-cpu-tiny-avx512", fidelity),
     ("sim_to_real", sim_to_real),
     ("sim_to_real-cpu-tiny-avx2", sim_to_real),
+    ("sim_to_real-cpu-tiny-avx512", sim_to_real),
     ("drift_robustness", drift_robustness),
 ]
 
