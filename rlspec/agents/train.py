@@ -74,6 +74,7 @@ def train(
     progress: bool = True,
     init: Path | None = None,
 ) -> Path:
+    import numpy as np
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
@@ -110,12 +111,19 @@ def train(
         init = Path(init)
         if not (init / "model.zip").is_file():
             raise ConfigError(f"--init: {init} has no model.zip")
+        # The network and the observation statistics come from `init`; every PPO
+        # hyperparameter comes from this config (a longer-horizon gamma must take effect,
+        # in the reward normaliser's discounted returns too).
         if (init / "vecnormalize.pkl").is_file():
             venv = VecNormalize.load(str(init / "vecnormalize.pkl"), venv.venv)
             venv.training = True
-        model = PPO.load(init / "model.zip", env=venv, tensorboard_log=str(run_dir / "tb"),
+            venv.gamma = p.gamma
+            venv.returns = np.zeros(venv.num_envs)
+        model = PPO.load(init / "model.zip", env=venv, tensorboard_log=str(run_dir / "tb"), device="cpu",
                          learning_rate=p.learning_rate, n_steps=p.n_steps, batch_size=p.batch_size,
-                         n_epochs=p.n_epochs, ent_coef=p.ent_coef, device="cpu")  # fmt: skip
+                         n_epochs=p.n_epochs, gamma=p.gamma, gae_lambda=p.gae_lambda,
+                         clip_range=p.clip_range, ent_coef=p.ent_coef, vf_coef=p.vf_coef,
+                         max_grad_norm=p.max_grad_norm)  # fmt: skip
     elif resume:
         model = PPO.load(run_dir / "model.zip", env=venv, tensorboard_log=str(run_dir / "tb"))
     else:

@@ -126,3 +126,37 @@ def test_the_eval_scenarios_run_on_the_training_hosts_profile_at_its_loads(tmp_p
     assert sc.workload.duration_s == kept.workload.duration_s
     with pytest.raises(ConfigError, match="eval.load_scale"):
         dataclasses.replace(cfg, load_scale=0.0)
+
+
+@pytest.mark.slow
+def test_init_takes_the_networks_from_the_run_and_the_hyperparameters_from_the_config(tmp_path):
+    """Fine-tuning with a longer horizon must train with that horizon: `--init` used to
+    keep the initial run's gamma, GAE lambda and clip range whatever the config said."""
+    import dataclasses
+
+    import numpy as np
+    from stable_baselines3 import PPO
+
+    cfg = load_agent_config(tiny_config(tmp_path))
+    first = train(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, every_steps=0)),
+                  tmp_path / "first", timesteps=256, progress=False)  # fmt: skip
+    longer = dataclasses.replace(
+        cfg,
+        eval=dataclasses.replace(cfg.eval, every_steps=0),
+        ppo=dataclasses.replace(cfg.ppo, gamma=0.999, gae_lambda=0.9, clip_range=0.3, vf_coef=0.25),
+    )
+    before = PPO.load(first / "model.zip", device="cpu")
+    tuned = train(longer, tmp_path / "tuned", timesteps=256, init=first, progress=False)
+    after = PPO.load(tuned / "model.zip", device="cpu")
+    assert (after.gamma, after.gae_lambda, after.vf_coef) == (0.999, 0.9, 0.25)
+    assert after.clip_range(1.0) == pytest.approx(0.3)
+    assert after.num_timesteps == before.num_timesteps + 256
+    # the network was carried over, not re-initialised: the first layer is the trained
+    # one plus at most a few fine-tuning updates
+    w0 = before.policy.mlp_extractor.policy_net[0].weight.detach().numpy()
+    w1 = after.policy.mlp_extractor.policy_net[0].weight.detach().numpy()
+    assert np.abs(w1 - w0).max() < 0.1 * np.abs(w0).max()
+    import pickle
+
+    with open(tuned / "vecnormalize.pkl", "rb") as f:
+        assert pickle.load(f).gamma == 0.999  # the reward normaliser discounts alike
