@@ -504,6 +504,48 @@ def oracle_foresight(d: dict) -> list[str]:
     return [*out, ""]
 
 
+def sim_to_real_pooled(d: dict) -> list[str]:
+    labels = {"live": "live, raw", "live_paired": "live, paired", "live_adjusted": "live, speed-adjusted",
+              "sim": "simulator"}  # fmt: skip
+    runs = ", ".join(f"`{r}`" for r in d["pooled_from"])
+    out = [f"## The simulator-trained policy on the live engine, {d['runs']} runs pooled (profile `{d['profile']}`)",
+           "",
+           f"`python bench/sim_to_real.py pool` over {runs}: the same policy (`{d['policy']}`), requests and "
+           "engines-in-turns design, measured again. Per point each controller's policy / controller ratio is "
+           "averaged over the runs and the best analytical controller is chosen on those averages; +- is the "
+           "standard error of the mean over points, from the runs' spread at each point. *Best single*: the one "
+           "analytical controller that compares best with the policy over the whole scope.",
+           "",
+           "| scope | figure | policy / best analytical | each run | points <= 1.00 | worst point "
+           "| vs best single controller | vs goodput |",
+           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for scope, sides in d["summary"].items():
+        for side, m in sides.items():
+            each = " / ".join(f"{x:.3f}" for x in m["per_run_mean_ratio_vs_best"])
+            out.append(f"| {scope} | {labels[side]} | **{m['mean_ratio_vs_best']:.3f}** +- {m['standard_error']:.3f} | "
+                       f"{each} | {m['points_at_most_1']}/{m['points']} | {m['max_ratio_vs_best']:.3f} | "
+                       f"{m['mean_ratio_vs_best_single']:.3f} ({m['best_single_controller']}) | "
+                       f"{m['mean_ratio_vs_goodput']:.3f} |")  # fmt: skip
+    out += ["", "Paired, per point:", "", "| workload | load | best analytical (pooled) | policy / best, each run | pooled |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    for p in d["points"]:
+        m = p["live_paired"]
+        each = " / ".join(f"{x:.3f}" for x in m["policy_vs_best_runs"])
+        out.append(f"| {p['workload']} | {p['value']:g} | {m['best_analytical']} | {each} | **{m['policy_vs_best']:.3f}** |")
+    all_paired = d["summary"]["all"]["live_paired"]
+    mean, se = all_paired["mean_ratio_vs_best"], all_paired["standard_error"]
+    verdict = "met" if mean <= 1.0 else "**not met**"
+    if mean + 2 * se <= 1.0:
+        beyond = "more than two standard errors below 1.00: a win beyond the noise"
+    elif mean - 2 * se > 1.0:
+        beyond = "more than two standard errors above 1.00: a loss beyond the noise"
+    else:
+        beyond = "within two standard errors of 1.00: a tie at this precision"
+    out += ["", f"Target: {d['target']} - {verdict} on the pooled paired mean ({mean:.3f} +- {se:.3f}), "
+            f"{beyond}.", ""]
+    return out
+
+
 SECTIONS = [
     ("sim_speed", sim_speed),
     ("paper_findings", paper_findings),
@@ -521,6 +563,7 @@ SECTIONS = [
     ("sim_to_real", sim_to_real),
     ("sim_to_real-cpu-tiny-avx2", sim_to_real),
     ("sim_to_real-cpu-tiny-avx512", sim_to_real),
+    ("sim_to_real-cpu-tiny-avx512-pooled", sim_to_real_pooled),
     ("drift_robustness", drift_robustness),
 ]
 

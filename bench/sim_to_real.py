@@ -4,6 +4,7 @@
     python bench/sim_to_real.py eval [--profile P] [--wait-quiet 0.3]  # -> results/sim_to_real[-P].json (+ .png)
     python bench/sim_to_real.py eval --sim-only [--profile P]           # -> results/sim_to_real[-P]-sim.json (simulator only)
     python bench/sim_to_real.py plot [--profile P]                     # redraw the figures from the json
+    python bench/sim_to_real.py pool --runs RUN RUN ... --out NAME      # pool live runs of one policy (eval --out RUN)
 
 Every command is for one calibrated host: `--profile` (default cpu-tiny; cpu-tiny-avx2 is
 the same pair fitted on an AVX2-only host). The live engine must be that kind of host.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 import sys
 import time
@@ -177,6 +179,62 @@ def _latencies(pt: dict, side: str) -> dict[str, float]:
     return {c: m["mean_latency_s"] for c, m in pt[side].items()}
 
 
+POOLED_SIDES = ("live", "live_paired", "live_adjusted", "sim")
+
+
+def pool_runs(runs: list[dict]) -> dict:
+    """Live evaluations of one policy on the same sweep, pooled. One run's paired ratios carry
+    ~2-3% noise each, as much as good controllers differ, so runs are pooled per point first:
+    each controller's policy / controller ratio averaged over the runs, and the best analytical
+    controller chosen on those pooled ratios (choosing it per run takes the minimum of noisier
+    figures, a bias against the policy). The standard error of an 8-point mean comes from the
+    runs' spread at each point."""
+    if len(runs) < 2:
+        raise SystemExit("pool: give at least two results of live runs (--runs NAME NAME ...)")
+    keys = ("policy", "profile", "workloads", "controllers")
+    for r in runs[1:]:
+        diff = [k for k in keys if r.get(k) != runs[0].get(k)]
+        if diff:
+            raise SystemExit(f"pool: the runs differ in {', '.join(diff)}; only runs of one policy on one sweep pool")
+    at = [{(p["workload"], p["value"]): p for p in r["points"]} for r in runs]
+    if any(set(a) != set(at[0]) for a in at):
+        raise SystemExit("pool: the runs hold different points (an interrupted run? finish it with --resume)")
+    analytical = [c for c in runs[0]["controllers"] if c != "policy"]
+    points = []
+    for key in at[0]:
+        pt = {"workload": key[0], "value": key[1]}
+        for side in POOLED_SIDES:
+            if not all({"live_adjusted": "live_speed"}.get(side, side) in a[key] for a in at):
+                continue
+            per_run = [{c: lat["policy"] / lat[c] for c in analytical}
+                       for lat in (_latencies(a[key], side) for a in at)]  # fmt: skip
+            pooled = {c: statistics.fmean(r[c] for r in per_run) for c in analytical}
+            best = max(pooled, key=pooled.get)  # the controller the policy compares worst with
+            pt[side] = {"policy_vs": pooled, "best_analytical": best, "policy_vs_best": pooled[best],
+                        "policy_vs_best_runs": [r[best] for r in per_run],
+                        "variance_vs_best": statistics.variance(r[best] for r in per_run)}  # fmt: skip
+        points.append(pt)
+
+    def scope(pts: list[dict], side: str) -> dict:
+        r = [p[side]["policy_vs_best"] for p in pts]
+        single = {c: statistics.fmean(p[side]["policy_vs"][c] for p in pts) for c in analytical}
+        best_single = max(single, key=single.get)
+        se = math.sqrt(sum(p[side]["variance_vs_best"] for p in pts) / len(runs)) / len(pts)
+        return {"mean_ratio_vs_best": statistics.fmean(r), "standard_error": se, "max_ratio_vs_best": max(r),
+                "points_at_most_1": sum(x <= 1.0 for x in r), "points": len(r),
+                "per_run_mean_ratio_vs_best": [statistics.fmean(p[side]["policy_vs_best_runs"][j] for p in pts)
+                                               for j in range(len(runs))],
+                "mean_ratio_vs_goodput": single["goodput"],
+                "best_single_controller": best_single, "mean_ratio_vs_best_single": single[best_single]}  # fmt: skip
+
+    sides = [s for s in POOLED_SIDES if all(s in p for p in points)]
+    summary = {name: {side: scope(pts, side) for side in sides}
+               for name, pts in [("all", points), *((w, [p for p in points if p["workload"] == w])
+                                                    for w in dict.fromkeys(p["workload"] for p in points))]}  # fmt: skip
+    return {"policy": runs[0]["policy"], "profile": runs[0]["profile"], "runs": len(runs),
+            "target": runs[0]["target"], "summary": summary, "points": points}  # fmt: skip
+
+
 def plot_speed(d: dict, path: Path) -> None:
     """Every live episode's mean latency against the engine's speed in it, per point: the
     noise the speed adjustment removes, and the shared slope it fits."""
@@ -280,7 +338,7 @@ def evaluate_live(args: argparse.Namespace) -> int:
                             live=not args.sim_only, engines=args.engines, quiet=args.wait_quiet,
                             sim_seeds=args.sim_seeds, allow_host_mismatch=args.allow_host_mismatch)  # fmt: skip
     t0 = time.perf_counter()
-    name = result_name(args.profile)
+    name = args.out or result_name(args.profile)
     partial = RESULTS / f"{name}.partial.json"
     settings = {"policy": str(Path(args.policy).resolve()), "profile": args.profile, "requests": args.requests,
                 "engines": args.engines, "repeats": args.repeats, "sim_seeds": args.sim_seeds,
@@ -392,7 +450,7 @@ def evaluate_live(args: argparse.Namespace) -> int:
     if args.sim_only:
         print(json.dumps(summary, indent=1))
         write_result(f"{name}-sim", {
-            "policy": str(Path(args.policy).resolve().relative_to(ROOT)), "profile": args.profile,
+            "policy": repo_path(Path(args.policy).resolve()), "profile": args.profile,
             "load_scale": scale, "trained_on": f"simulator only (profile {args.profile}, {trained_on(Path(args.policy))})",
             "controllers": ["policy", *ANALYTICAL], "sim_seeds": args.sim_seeds,
             "mean_ratio_vs_best": summary["all"]["sim"]["mean_ratio_vs_best"],
@@ -404,7 +462,7 @@ def evaluate_live(args: argparse.Namespace) -> int:
     loads = [m.get("other_load_cores", 0.0) for p in points for m in p["live"].values()]
     prof_host = load_profile(args.profile).host
     write_result(name, {
-        "policy": str(Path(args.policy).resolve().relative_to(ROOT)),
+        "policy": repo_path(Path(args.policy).resolve()),
         "profile": args.profile,
         "host": None if ctx.host is None else dataclasses.asdict(ctx.host),
         "profile_host": None if prof_host is None else dataclasses.asdict(prof_host),
@@ -500,12 +558,29 @@ def main(argv: list[str] | None = None) -> int:
                         "controllers one after another")  # fmt: skip
     e.add_argument("--repeats", type=int, default=1,
                    help="live episodes per controller and point, averaged (same requests)")  # fmt: skip
+    e.add_argument("--out", default=None, metavar="NAME",
+                   help="results/NAME.json (default: sim_to_real[-P]); another live run of one policy "
+                        "keeps the first")  # fmt: skip
     pl = sub.add_parser("plot", help="redraw results/sim_to_real[-P]*.png from its json")
     pl.add_argument("--profile", default="cpu-tiny", help=profile_help)
+    pl.add_argument("--out", default=None, metavar="NAME", help="results/NAME.json (default: sim_to_real[-P])")
+    po = sub.add_parser("pool", help="pool live runs of one policy: results/NAME.json from results/RUN.json ...")
+    po.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="results/RUN.json of each live run")
+    po.add_argument("--out", required=True, metavar="NAME")
     args = ap.parse_args(argv)
+    if args.cmd == "pool":
+        pooled = pool_runs([json.loads((RESULTS / f"{r}.json").read_text()) for r in args.runs])
+        write_result(args.out, {"pooled_from": [f"results/{r}.json" for r in args.runs], **pooled})
+        for scope, sides in pooled["summary"].items():
+            for side, f in sides.items():
+                print(f"{scope:10s} {side:13s} policy / best analytical {f['mean_ratio_vs_best']:.3f}x "
+                      f"+- {f['standard_error']:.3f} (runs: {', '.join(f'{x:.3f}' for x in f['per_run_mean_ratio_vs_best'])}), "
+                      f"{f['points_at_most_1']}/{f['points']} points <= 1.00x, worst {f['max_ratio_vs_best']:.3f}x; "
+                      f"vs best single ({f['best_single_controller']}) {f['mean_ratio_vs_best_single']:.3f}x")  # fmt: skip
+        return 0
     kv_pool_of(args.profile)
     if args.cmd == "plot":
-        name = result_name(args.profile)
+        name = args.out or result_name(args.profile)
         plot_all(json.loads((RESULTS / f"{name}.json").read_text()), name)
         return 0
     if args.cmd == "train":
