@@ -563,6 +563,7 @@ SECTIONS = [
     ("sim_to_real", sim_to_real),
     ("sim_to_real-cpu-tiny-avx2", sim_to_real),
     ("sim_to_real-cpu-tiny-avx512", sim_to_real),
+    ("sim_to_real-pooled", sim_to_real_pooled),
     ("sim_to_real-cpu-tiny-avx512-pooled", sim_to_real_pooled),
     ("drift_robustness", drift_robustness),
 ]
