@@ -3,6 +3,7 @@ script in bench/ (each section names its script)."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 from common import RESULTS, ROOT
@@ -333,12 +334,16 @@ def fidelity(d: dict) -> list[str]:
     return [*out, "", f"![live vs simulated]({d['plot']})", ""]
 
 
-def sim_to_real(d: dict) -> list[str]:
+def sim_to_real(d: dict, stem: str | None = None) -> list[str]:
+    """One live run; `stem` names its results (and plots) when that is not the profile's
+    default, e.g. another policy evaluated against the same profile."""
     adj = d.get("speed_adjusted")
     pr = d.get("paired")
     profile = d.get("profile", "cpu-tiny")
-    stem = "sim_to_real" if profile == "cpu-tiny" else f"sim_to_real-{profile}"
     title = "" if profile == "cpu-tiny" else f", profile `{profile}`"
+    if stem is not None:
+        title += f", policy `{d['policy']}`"
+    stem = stem or ("sim_to_real" if profile == "cpu-tiny" else f"sim_to_real-{profile}")
     out = [
         f"## A policy trained only in the calibrated simulator, on the live engine (`bench/sim_to_real.py`{title})",
         "",
@@ -564,6 +569,7 @@ SECTIONS = [
     ("sim_to_real-cpu-tiny-avx2", sim_to_real),
     ("sim_to_real-cpu-tiny-avx512", sim_to_real),
     ("sim_to_real-pooled", sim_to_real_pooled),
+    ("sim_to_real-cpu-tiny-h60", functools.partial(sim_to_real, stem="sim_to_real-cpu-tiny-h60")),
     ("sim_to_real-cpu-tiny-avx512-pooled", sim_to_real_pooled),
     ("drift_robustness", drift_robustness),
 ]
