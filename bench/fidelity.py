@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, write_result
+from common import RESULTS, ROOT, parse_requests, write_result
 
 sys.path.insert(0, str(ROOT))
 
@@ -63,26 +63,6 @@ def parse_load_scale(text: str, profile: str) -> float:
     if not scale > 0:
         raise SystemExit(f"--load-scale: {text!r} must be > 0")
     return scale
-
-
-def parse_requests(text: str, names: list[str]) -> dict[str, int]:
-    """Requests per live episode, one count for all workloads or `name=N,...` per workload.
-
-    Azure code requests decode only ~8 tokens each, so an episode of 40 holds ~100 verify
-    steps at k=3 against Poisson's ~1,300: the same acceptance precision needs more requests.
-    """
-    try:
-        if "=" not in text:
-            counts = dict.fromkeys(names, int(text))
-        else:
-            counts = {name.strip(): int(n) for name, n in (item.split("=", 1) for item in text.split(","))}
-    except ValueError:
-        raise SystemExit(f"--requests: {text!r} is not N or name=N,... (workloads: {', '.join(names)})") from None
-    if unknown := sorted(set(counts) - set(names)):
-        raise SystemExit(f"--requests: unknown workload(s) {unknown}; allowed: {', '.join(names)}")
-    if bad := [n for n, c in counts.items() if c < 1]:
-        raise SystemExit(f"--requests: {bad} must be >= 1")
-    return {name: counts.get(name, 40) for name in names}
 
 
 def summarize(points: list[dict]) -> dict:

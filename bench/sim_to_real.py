@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, repo_path, write_result
+from common import RESULTS, ROOT, parse_requests, repo_path, write_result
 
 sys.path.insert(0, str(ROOT))
 
@@ -328,7 +328,8 @@ def evaluate_live(args: argparse.Namespace) -> int:
     policy = f"policy:{Path(args.policy).resolve()}"
     controllers = [policy, *ANALYTICAL]
     scale = load_scale(args.profile)
-    chosen = [Workload(w.name, w.scenario, w.knob, tuple(round(v * scale, 4) for v in w.values), args.requests)
+    requests = parse_requests(args.requests, [w.name for w in WORKLOADS])
+    chosen = [Workload(w.name, w.scenario, w.knob, tuple(round(v * scale, 4) for v in w.values), requests[w.name])
               for w in WORKLOADS if w.name in args.workloads.split(",")]  # fmt: skip
     if args.engines > 1:
         analytical_groups(args.engines)  # validate before the engines start
@@ -342,7 +343,7 @@ def evaluate_live(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     name = args.out or result_name(args.profile)
     partial = RESULTS / f"{name}.partial.json"
-    settings = {"policy": str(Path(args.policy).resolve()), "profile": args.profile, "requests": args.requests,
+    settings = {"policy": str(Path(args.policy).resolve()), "profile": args.profile, "requests": requests,
                 "engines": args.engines, "repeats": args.repeats, "sim_seeds": args.sim_seeds,
                 "workloads": {w.name: list(w.values) for w in chosen}}  # fmt: skip
     points, earlier_log = resumed_points(partial, settings) if args.resume else ([], [])
@@ -545,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("eval")
     e.add_argument("--profile", default="cpu-tiny", help=profile_help)
     e.add_argument("--policy", default=None, help="default: checkpoints/<profile>-oracle-ppo")
-    e.add_argument("--requests", type=int, default=40)
+    e.add_argument("--requests", default="40",
+                   help="requests per live episode: N, or name=N,... per workload (others 40)")  # fmt: skip
     e.add_argument("--sim-seeds", type=int, default=3)
     e.add_argument("--wait-quiet", type=float, default=None, metavar="CORES")
     e.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
