@@ -34,12 +34,16 @@ class WorkloadTemplate:
     # shape of code completion); None: the distribution's
     prompt_mean: Range | None = None
     output_mean: Range | None = None
+    # this template's own episode length: code-completion traffic at these rates queues up over
+    # minutes, deeper than a chat episode of the distribution's length ever gets; None: the
+    # distribution's
+    duration_s: Range | None = None
 
     def __post_init__(self) -> None:
         check_range("workloads[].weight", self.weight, lo=0.0)
         if self.kind == "trace":
             raise ConfigError("workloads[].kind: trace replay is for evaluation, not sampling")
-        for name in ("prompt_mean", "output_mean"):
+        for name in ("prompt_mean", "output_mean", "duration_s"):
             if getattr(self, name) is not None:
                 _check_range_pair(f"workloads[].{name}", getattr(self, name))
 
@@ -81,7 +85,7 @@ class ScenarioDistribution:
         base = self._base()
         weights = np.array([t.weight for t in self.workloads], dtype=float)
         t = self.workloads[int(rng.choice(len(weights), p=weights / weights.sum()))]
-        duration = _draw(rng, self.duration_s)
+        duration = _draw(rng, t.duration_s or self.duration_s)
         prompt_mean = _draw(rng, t.prompt_mean or self.prompt_mean)
         output_mean = _draw(rng, t.output_mean or self.output_mean)
         prompt = LengthConfig(dist="lognormal", mean=prompt_mean, cv=0.8, min=16, max=8192)

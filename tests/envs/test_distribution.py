@@ -92,6 +92,25 @@ def test_a_template_can_have_its_own_lengths(tmp_path):
         dataclasses.replace(code[0], output_mean=[12, 3])
 
 
+def test_a_template_can_have_its_own_episode_length():
+    """Long code-completion episodes (deep queues) beside the distribution's chat-length ones;
+    a template without its own length draws exactly as before (one draw either way)."""
+    dist = load_distribution(ROOT / "envs/distributions/cpu-tiny-longcode-train.yaml")
+    parent = load_distribution(CPU_TINY)
+    long = [t for t in dist.workloads if t.duration_s is not None]
+    assert long and all(t.prompt_mean is not None for t in long)  # the code-like templates
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d = dataclasses.replace(dist, workloads=long).sample(rng).workload.duration_s
+        assert long[0].duration_s[0] <= d <= long[0].duration_s[1] and d > parent.duration_s[1]
+    chat = [t for t in dist.workloads if t.duration_s is None]
+    a = dataclasses.replace(dist, workloads=chat).sample(np.random.default_rng(3))
+    b = dataclasses.replace(parent, workloads=chat).sample(np.random.default_rng(3))
+    assert a.workload == b.workload
+    with pytest.raises(ConfigError, match=r"workloads\[\].duration_s: expected"):
+        dataclasses.replace(long[0], duration_s=[240, 60])
+
+
 def test_another_hosts_distribution_draws_the_same_scenarios_on_its_profile_at_its_loads():
     """cpu-tiny-avx2-train is cpu-tiny-train on the AVX2 host's profile with every rate
     x0.58: the same seed draws the same scenario, rates scaled, lengths and times kept."""
