@@ -357,7 +357,9 @@ def sim_to_real(d: dict, stem: str | None = None) -> list[str]:
         "",
         f"Live episodes per controller and point: {d.get('repeats', 1)}"
         + ("" if pr is None else f" (the policy's: {d.get('repeats', 1) * len(pr['groups'])}, one beside each group)")
-        + " (averaged). Mean k of the policy "
+        + " (averaged). Requests per episode: "
+        + ", ".join(f"{w} {v['requests']}" for w, v in d["workloads"].items())
+        + ". Mean k of the policy "
         "and of goodput beside the ratios: where they are equal the two made the same decisions, and "
         "the latency difference is the engine's run-to-run noise.",
         "",
@@ -570,6 +572,7 @@ SECTIONS = [
     ("sim_to_real-cpu-tiny-avx512", sim_to_real),
     ("sim_to_real-pooled", sim_to_real_pooled),
     ("sim_to_real-cpu-tiny-h60", functools.partial(sim_to_real, stem="sim_to_real-cpu-tiny-h60")),
+    ("sim_to_real-azure120", functools.partial(sim_to_real, stem="sim_to_real-azure120")),
     ("sim_to_real-cpu-tiny-avx512-pooled", sim_to_real_pooled),
     ("drift_robustness", drift_robustness),
 ]
