@@ -329,8 +329,12 @@ def evaluate_live(args: argparse.Namespace) -> int:
     controllers = [policy, *ANALYTICAL]
     scale = load_scale(args.profile)
     requests = parse_requests(args.requests, [w.name for w in WORKLOADS])
+    by_name = {w.name: w for w in WORKLOADS}
+    names = args.workloads.split(",")
+    if unknown := sorted(set(names) - set(by_name)):
+        raise SystemExit(f"--workloads: unknown workload(s) {unknown}; allowed: {', '.join(by_name)}")
     chosen = [Workload(w.name, w.scenario, w.knob, tuple(round(v * scale, 4) for v in w.values), requests[w.name])
-              for w in WORKLOADS if w.name in args.workloads.split(",")]  # fmt: skip
+              for w in (by_name[n] for n in dict.fromkeys(names))]  # fmt: skip
     if args.engines > 1:
         analytical_groups(args.engines)  # validate before the engines start
     first = chosen[0].variant(chosen[0].values[0])
@@ -550,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="requests per live episode: N, or name=N,... per workload (others 40)")  # fmt: skip
     e.add_argument("--sim-seeds", type=int, default=3)
     e.add_argument("--wait-quiet", type=float, default=None, metavar="CORES")
-    e.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
+    e.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS),
+                   help="comma-separated, run in this order (default: %(default)s)")  # fmt: skip
     e.add_argument("--sim-only", action="store_true")
     e.add_argument("--resume", action="store_true",
                    help="keep the points an interrupted live run saved (results/<name>.partial.json)")
