@@ -98,7 +98,7 @@ def test_every_shipped_kv_pool_holds_both_models_kv_per_block():
     """A recorded pool's block is the target's and the drafter's K and V for block_size
     tokens at the profile's dtype: the bytes vLLM reported are the models' own."""
     pools = {n: load_profile(n) for n in available_profiles() if load_profile(n).kv_pool is not None}
-    assert {"cpu-tiny", "cpu-tiny-avx2", "cpu-tiny-avx512"} <= set(pools)
+    assert {"cpu-tiny", "cpu-tiny-avx2", "cpu-tiny-avx512", "cpu-tiny-amx"} <= set(pools)
     for name, prof in pools.items():
         per_token = prof.target.kv_bytes_per_token + prof.draft.kv_bytes_per_token
         assert prof.kv_pool.block_bytes == per_token * prof.kv_pool.block_size, name
