@@ -570,6 +570,7 @@ SECTIONS = [
     ("sim_to_real", sim_to_real),
     ("sim_to_real-cpu-tiny-avx2", sim_to_real),
     ("sim_to_real-cpu-tiny-avx512", sim_to_real),
+    ("sim_to_real-cpu-tiny-amx", sim_to_real),
     ("sim_to_real-pooled", sim_to_real_pooled),
     ("sim_to_real-cpu-tiny-h60", functools.partial(sim_to_real, stem="sim_to_real-cpu-tiny-h60")),
     ("sim_to_real-azure120", functools.partial(sim_to_real, stem="sim_to_real-azure120")),
