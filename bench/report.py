@@ -575,6 +575,7 @@ SECTIONS = [
     ("sim_to_real-cpu-tiny-h60", functools.partial(sim_to_real, stem="sim_to_real-cpu-tiny-h60")),
     ("sim_to_real-azure120", functools.partial(sim_to_real, stem="sim_to_real-azure120")),
     ("sim_to_real-cpu-tiny-avx512-pooled", sim_to_real_pooled),
+    ("sim_to_real-cpu-tiny-amx-pooled", sim_to_real_pooled),
     ("drift_robustness", drift_robustness),
 ]
 
