@@ -15,7 +15,6 @@ prediction, relative to the group's mean, per round.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 
@@ -23,12 +22,12 @@ from common import ROOT, write_result
 
 sys.path.insert(0, str(ROOT))
 
-from sim_to_real import LIVE_SCENARIOS, kv_pool_of, load_scale  # noqa: E402
+from sim_to_real import LIVE_SCENARIOS, load_scale, open_context  # noqa: E402
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.interleave import Job  # noqa: E402
 from rlspec.calibration.quiet import wait_quiet  # noqa: E402
-from rlspec.calibration.sweep import SweepContext, Workload  # noqa: E402
+from rlspec.calibration.sweep import Workload  # noqa: E402
 
 
 def main() -> None:
@@ -47,10 +46,7 @@ def main() -> None:
 
     rate = round(args.rate * load_scale(args.profile), 4)
     sc = Workload("poisson", str(LIVE_SCENARIOS[0]), "rate", (rate,), args.requests).variant(rate)
-    pool = kv_pool_of(args.profile)
-    sc = sc.replace(live=dataclasses.replace(sc.live, kv_cache_memory_bytes=pool.memory_bytes))
-    ctx = SweepContext.open(sc, ROOT / f"rlspec/perf/profiles/{args.profile}.yaml", block_size=pool.block_size,
-                            num_kv_blocks=pool.usable_blocks, engines=args.engines, quiet=args.wait_quiet)  # fmt: skip
+    ctx = open_context(args.profile, sc, engines=args.engines, quiet=args.wait_quiet)
     rounds = []
     try:
         matched = ctx.match(sc)

@@ -36,6 +36,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from common import RESULTS, ROOT, parse_requests, repo_path, write_result
 
@@ -67,6 +68,16 @@ def kv_pool_of(profile: str) -> KVPool:
     if pool is None:
         raise SystemExit(f"--profile: {profile!r} records no kv_pool (calibrate it again with `rlspec calibrate`)")
     return pool
+
+
+def open_context(profile: str, scenario: Any, **kw: Any) -> SweepContext:
+    """The sweep's engines (or simulator) for `profile`'s host, started on `scenario`, with the
+    KV pool the profile was calibrated with (keyword arguments: `SweepContext.open`'s)."""
+    pool = kv_pool_of(profile)
+    scenario = scenario.replace(live=dataclasses.replace(scenario.live, kv_cache_memory_bytes=pool.memory_bytes))
+    return SweepContext.open(scenario, ROOT / f"rlspec/perf/profiles/{profile}.yaml", block_size=pool.block_size,
+                             num_kv_blocks=pool.usable_blocks,  # the pool a simulation-only run assumes
+                             **kw)  # fmt: skip
 
 
 def run_dir_of(profile: str) -> Path:
@@ -337,13 +348,9 @@ def evaluate_live(args: argparse.Namespace) -> int:
               for w in (by_name[n] for n in dict.fromkeys(names))]  # fmt: skip
     if args.engines > 1:
         analytical_groups(args.engines)  # validate before the engines start
-    first = chosen[0].variant(chosen[0].values[0])
-    pool = kv_pool_of(args.profile)
-    first = first.replace(live=dataclasses.replace(first.live, kv_cache_memory_bytes=pool.memory_bytes))
-    ctx = SweepContext.open(first, ROOT / f"rlspec/perf/profiles/{args.profile}.yaml", block_size=pool.block_size,
-                            num_kv_blocks=pool.usable_blocks,  # the pool a simulation-only run assumes
-                            live=not args.sim_only, engines=args.engines, quiet=args.wait_quiet,
-                            sim_seeds=args.sim_seeds, allow_host_mismatch=args.allow_host_mismatch)  # fmt: skip
+    ctx = open_context(args.profile, chosen[0].variant(chosen[0].values[0]), live=not args.sim_only,
+                       engines=args.engines, quiet=args.wait_quiet, sim_seeds=args.sim_seeds,
+                       allow_host_mismatch=args.allow_host_mismatch)  # fmt: skip
     t0 = time.perf_counter()
     name = args.out or result_name(args.profile)
     partial = RESULTS / f"{name}.partial.json"
