@@ -9,7 +9,8 @@ The design assumes that every engine of a group meets the host at one speed. If 
 slot is faster, the policy's paired ratio carries that slot's advantage. Here every engine
 serves the same controller on the same requests, so any difference between slots is the
 engines', not the controllers': each slot's mean latency and step time over the profile's
-prediction, relative to the group's mean, per round.
+prediction, relative to the group's mean, per round. The same episodes on one engine alone
+then show what taking turns costs the steps themselves.
 """
 
 from __future__ import annotations
@@ -62,13 +63,23 @@ def main() -> None:
                   + " s; steps vs profile " + " ".join(f"{x:.3f}" for x in speed), flush=True)
     finally:
         ctx.close()
+    # The same episodes on one engine alone: what taking turns costs the engines' steps.
+    ctx = open_context(args.profile, sc, engines=1, quiet=args.wait_quiet)
+    try:
+        matched = ctx.match(sc)
+        alone = [ctx.run_live(matched, args.controller) for _ in range(args.rounds)]
+    finally:
+        ctx.close()
+    alone_out = {k: [a[k] for a in alone] for k in ("mean_latency_s", "step_time_vs_profile")}
+    print("one engine alone: latency " + " ".join(f"{x:.3f}" for x in alone_out["mean_latency_s"])
+          + " s; steps vs profile " + " ".join(f"{x:.3f}" for x in alone_out["step_time_vs_profile"]))
 
     def rel(key: str) -> list[float]:
         """Each slot's value over its round's mean, averaged over rounds."""
         return [statistics.fmean(rd[key][i] / statistics.fmean(rd[key]) for rd in rounds) for i in range(args.engines)]
 
     out = {"profile": args.profile, "controller": args.controller, "rate": rate, "requests": args.requests,
-           "engines": args.engines, "rounds": rounds,
+           "engines": args.engines, "rounds": rounds, "alone": alone_out,
            "slot_latency_vs_mean": rel("mean_latency_s"), "slot_step_time_vs_mean": rel("step_time_vs_profile")}  # fmt: skip
     print("slot latency / group mean:", " ".join(f"{x:.3f}" for x in out["slot_latency_vs_mean"]))
     print("slot step time / group mean:", " ".join(f"{x:.3f}" for x in out["slot_step_time_vs_mean"]))
