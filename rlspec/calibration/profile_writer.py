@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from rlspec.perf.checkpoint import checkpoint_param_count
 from rlspec.perf.host import HostFingerprint, cpu_model
 from rlspec.perf.profile import (
     FittedStepTime,
@@ -30,22 +29,6 @@ from rlspec.perf.profile import (
 
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float": 4, "half": 2, "bf16": 2,
                 "fp16": 2, "fp32": 4}  # fmt: skip
-
-
-def safetensors_param_count(model_dir: str | Path) -> int:
-    """Number of weights in a safetensors checkpoint (headers only)."""
-    files = sorted(Path(model_dir).glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"no *.safetensors in {model_dir}")
-    total = 0
-    for f in files:
-        with open(f, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        for name, meta in header.items():
-            if name != "__metadata__":
-                total += math.prod(meta["shape"]) if meta["shape"] else 1
-    return total
 
 
 def model_profile_from_hf(
@@ -65,7 +48,7 @@ def model_profile_from_hf(
     if dt not in _DTYPE_BYTES:
         raise ValueError(f"{model_dir}: unknown dtype {dt!r}")
     try:
-        params = safetensors_param_count(model_dir)
+        params = checkpoint_param_count(model_dir)
     except FileNotFoundError:
         params = _params_from_config(cfg)
     return ModelProfile(

@@ -126,7 +126,8 @@ class ServingScheduler(RLSpecScheduler):
         self._rl_resident = True
         self._rl_hold = None
         if cfg.kv_holdback:
-            from rlspec.engines.vllm.offload import KVHoldBack, checkpoint_param_count
+            from rlspec.engines.vllm.offload import KVHoldBack
+            from rlspec.perf.checkpoint import checkpoint_param_count
 
             dtype = self.vllm_config.model_config.dtype
             itemsize = getattr(dtype, "itemsize", 2)

@@ -17,12 +17,12 @@ from rlspec.calibration.matching import Tally, matched_scenario, measured_accept
 from rlspec.calibration.profile_writer import (
     build_profile,
     model_profile_from_hf,
-    safetensors_param_count,
     write_profile,
 )
 from rlspec.calibration.sweep import SweepContext
 from rlspec.config import ConfigError
 from rlspec.evaluate import evaluate
+from rlspec.perf.checkpoint import checkpoint_param_count
 from rlspec.perf.fit import TERMS
 from rlspec.perf.profile import KVPool, available_profiles, load_profile
 from rlspec.perf.step_time import StepTimeModel
@@ -60,7 +60,7 @@ def fake_hf(path, layers: int, hidden: int = 64, heads: int = 4, kv_heads: int =
 
 def test_model_profile_from_hf_config(tmp_path):
     d, n = fake_hf(tmp_path / "t", layers=3)
-    assert safetensors_param_count(d) == n
+    assert checkpoint_param_count(d) == n
     m = model_profile_from_hf(d)
     assert (m.params, m.layers, m.kv_heads, m.head_dim, m.dtype_bytes) == (n, 3, 2, 16, 2)
     assert model_profile_from_hf(d, dtype="float32").dtype_bytes == 4

@@ -113,11 +113,8 @@ class VLLMBackend(Backend):
         h = build_engine(self.config)
         try:
             if self.config.speculative:
-                from rlspec.engines.vllm.offload import (
-                    DrafterOffloader,
-                    KVHoldBack,
-                    checkpoint_param_count,
-                )
+                from rlspec.engines.vllm.offload import DrafterOffloader, KVHoldBack
+                from rlspec.perf.checkpoint import checkpoint_param_count
 
                 self._off = DrafterOffloader(h.runner, h.engine.vllm_config)
                 if self.config.hold_back_drafter_blocks:

@@ -26,48 +26,13 @@ Import this module only where vLLM is installed.
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
-import struct
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-
-_DTYPE_BYTES = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-}
-
-
-def checkpoint_param_count(model_dir: str | Path) -> int:
-    """Number of weights in a safetensors checkpoint (read from the headers only)."""
-    total = 0
-    files = sorted(Path(model_dir).glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"no *.safetensors in {model_dir}")
-    for f in files:
-        with open(f, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            total += math.prod(meta["shape"]) if meta["shape"] else 1
-    return total
 
 
 def _rss_bytes() -> int:
