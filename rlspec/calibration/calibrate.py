@@ -21,7 +21,7 @@ from rlspec.calibration.plan import (
     RobustFit,
     SampleSet,
     default_plan,
-    predict,
+    fit_residuals,
     robust_fit,
     samples_from_records,
 )
@@ -160,6 +160,8 @@ class CalibrationResult:
             "drafter_timed": self.fit.report.drafter_timed,
             "first_fit_mape": self.fit.first.mape,
             "terms": self.per_term(),
+            "fit_residuals": {name: {g: dataclasses.asdict(r) for g, r in groups.items()}
+                              for name, groups in fit_residuals(self.fit).items()},  # fmt: skip
             "acceptance": self.acceptance.as_dict(),
             "acceptance_by_workload": {
                 w.workload: {**self.workload_acceptance[w.workload].as_dict(), "requests": w.requests, "k": w.k}
@@ -343,28 +345,10 @@ def format_report(res: CalibrationResult) -> str:
         "",
         "host: " + (res.profile.host.describe() if res.profile.host else "not recorded (saved before hosts were)"),
     ]
-    by_kind = _error_by_kind(res)
-    if by_kind:
-        lines += ["", "fit error by iteration kind (mean |error| / measured):"]
-        lines += [f"  {k:<28}{v[0]:>7.1%}  (n={v[1]})" for k, v in by_kind.items()]
+    for name, groups in fit_residuals(res.fit).items():
+        if groups:
+            what = "kind of iteration" if name == "by_kind" else "prefill tokens in the iteration"
+            lines += ["", f"fit error by {what} (mean |error| / measured; bias: mean measured / predicted - 1):"]
+            lines += [f"  {g:<28}{r.abs_error:>7.1%}  bias {r.bias:+6.1%}  (n={r.n}, {r.outliers} outliers dropped)"
+                      for g, r in groups.items()]  # fmt: skip
     return "\n".join(lines)
-
-
-def _error_by_kind(res: CalibrationResult) -> dict[str, tuple[float, int]]:
-    import numpy as np
-
-    s = res.fit.kept
-    if not s:
-        return {}
-    pred = predict(res.fit.report, s)
-    y = np.array([x.step_time_s for x in s])
-    err = np.abs(pred - y) / y
-    kinds: dict[str, list[float]] = {}
-    for x, e in zip(s, err, strict=True):
-        if not x.drafter_resident:
-            key = "offloaded"
-        else:
-            key = f"resident k={x.k}"
-        key += " + prefill" if x.prefill_tokens else ""
-        kinds.setdefault(key, []).append(float(e))
-    return {k: (float(np.mean(v)), len(v)) for k, v in sorted(kinds.items())}

@@ -232,6 +232,63 @@ class RobustFit:
     first: FitReport  # the fit before outliers were dropped
 
 
+@dataclass(frozen=True)
+class ResidualGroup:
+    """How the fit does on one group of the iterations it kept."""
+
+    n: int  # kept iterations in the group
+    outliers: int  # iterations of the group the robust fit dropped
+    abs_error: float  # mean |predicted - measured| / measured
+    bias: float  # mean measured / predicted - 1: > 0, such steps run slower than the profile says
+
+
+# Iterations by the prefill tokens they carry: a mean error can hide a band the line misses.
+PREFILL_BANDS: tuple[tuple[int, int | None], ...] = ((1, 256), (256, 768), (768, 1600), (1600, None))
+
+
+def _kind(s: IterationSample) -> str:
+    key = "offloaded" if not s.drafter_resident else f"resident k={s.k}"
+    return key + (" + prefill" if s.prefill_tokens else "")
+
+
+def _band(s: IterationSample) -> str | None:
+    for lo, hi in PREFILL_BANDS:
+        if s.prefill_tokens >= lo and (hi is None or s.prefill_tokens < hi):
+            return f"{lo}+" if hi is None else f"{lo}-{hi - 1}"
+    return None
+
+
+def fit_residuals(fit: RobustFit) -> dict[str, dict[str, ResidualGroup]]:
+    """The fit's error and its sign per kind of iteration (`by_kind`) and per band of
+    prefill tokens (`by_prefill_tokens`). The sign matters to the simulator: a group the
+    fit underestimates makes every workload rich in it run slower live than simulated."""
+    out: dict[str, dict[str, ResidualGroup]] = {}
+    pred = predict(fit.report, fit.kept) if fit.kept else np.zeros(0)
+    for name, group_of in (("by_kind", _kind), ("by_prefill_tokens", _band)):
+        ratios: dict[str, list[float]] = {}
+        for smp, p in zip(fit.kept, pred, strict=True):
+            g = group_of(smp)
+            if g is not None:
+                ratios.setdefault(g, []).append(smp.step_time_s / float(p))
+        dropped: dict[str, int] = {}
+        for smp in fit.outliers:
+            g = group_of(smp)
+            if g is not None:
+                dropped[g] = dropped.get(g, 0) + 1
+        out[name] = {
+            g: ResidualGroup(len(r), dropped.get(g, 0),
+                             float(np.mean([abs(1 - 1 / x) for x in r])), float(np.mean(r)) - 1)  # fmt: skip
+            for g, r in sorted(ratios.items(), key=lambda kv: _order(kv[0]))
+        }
+    return out
+
+
+def _order(group: str) -> tuple[int, str]:
+    """Bands by their lower edge, kinds by name."""
+    head = group.split("-")[0].rstrip("+")
+    return (int(head), "") if head.isdigit() else (0, group)
+
+
 def robust_fit(
     samples: Sequence[IterationSample], clip: float = 4.0, relative: bool = True
 ) -> RobustFit:

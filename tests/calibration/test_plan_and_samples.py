@@ -17,12 +17,14 @@ from rlspec.calibration.plan import (
     OFF,
     MeasurementPlan,
     Probe,
+    RobustFit,
     StepRecord,
     default_plan,
+    fit_residuals,
     robust_fit,
     samples_from_records,
 )
-from rlspec.perf.fit import TERMS
+from rlspec.perf.fit import TERMS, FitReport, IterationSample, design_row
 from rlspec.perf.profile import FittedStepTime
 from rlspec.perf.step_time import StepTimeModel
 
@@ -147,3 +149,28 @@ def test_robust_fit_recovers_coefficients_despite_interference(h100):
         assert getattr(fit.report.fitted, name) == pytest.approx(getattr(TRUTH, name), rel=0.05), name
     assert fit.report.mape < 0.01
     assert fit.first.mape > fit.report.mape
+
+
+def test_fit_residuals_find_the_band_the_line_misses_and_its_sign():
+    coef = np.array([getattr(TRUTH, n) for n in TERMS])
+
+    def sample(decode: int, k: int, prefill: int, slower: float = 1.0) -> IterationSample:
+        s = IterationSample(decode, k, prefill, 400 * decode + prefill, True, 1.0)
+        return dataclasses.replace(s, step_time_s=slower * float(np.dot(design_row(s), coef)))
+
+    kept = [sample(8, 2, 0), sample(8, 0, 0), sample(4, 2, 300), sample(2, 0, 1000, 1.10),
+            sample(1, 0, 1200, 1.10), sample(8, 4, 2000)]  # fmt: skip
+    outliers = [sample(2, 0, 900, 3.0), sample(8, 2, 0, 3.0)]
+    report = FitReport(TRUTH, {n: 0.0 for n in TERMS}, {n: 0.0 for n in TERMS}, 0.0, len(kept))
+    res = fit_residuals(RobustFit(report, kept, outliers, report))
+
+    bands = res["by_prefill_tokens"]
+    assert list(bands) == ["256-767", "768-1599", "1600+"]  # in band order, empty bands left out
+    assert bands["768-1599"].bias == pytest.approx(0.10)
+    assert bands["768-1599"].abs_error == pytest.approx(1 - 1 / 1.10)
+    assert (bands["768-1599"].n, bands["768-1599"].outliers) == (2, 1)
+    assert bands["256-767"].bias == pytest.approx(0.0, abs=1e-12)
+    kinds = res["by_kind"]
+    assert kinds["resident k=0 + prefill"].bias == pytest.approx(0.10)
+    assert kinds["resident k=2"].abs_error == pytest.approx(0.0, abs=1e-12)
+    assert kinds["resident k=2"].outliers == 1
