@@ -1,4 +1,4 @@
-"""An A/A test of the engines-in-turns design: one controller on every engine, same requests.
+"""An A/A test of the engines-in-turns design, and what taking turns costs an engine's steps.
 
     python bench/engine_slots.py [--profile cpu-tiny-amx] [--controller goodput] [--rounds 3]
     # -> results/engine_slots-P.json
@@ -9,8 +9,22 @@ The design assumes that every engine of a group meets the host at one speed. If 
 slot is faster, the policy's paired ratio carries that slot's advantage. Here every engine
 serves the same controller on the same requests, so any difference between slots is the
 engines', not the controllers': each slot's mean latency and step time over the profile's
-prediction, relative to the group's mean, per round. The same episodes on one engine alone
-then show what taking turns costs the steps themselves.
+prediction, relative to the group's mean, per round.
+
+Steps in turns run slower than the profile, which was fitted on one engine alone. The same
+episode then runs on the first engine by itself three ways, to take apart what the other
+engines' turns do to it:
+
+- `evicted`: after every step the coordinator reads a buffer as large as the other engines'
+  weights (from the profile), then waits out the rest of the time the other engines' turns
+  took. The engine's next step finds the caches holding the buffer, not its own weights.
+- `idle`: after every step the coordinator only waits, as long as under `evicted`. The
+  engine's cores sleep between steps as they do in turns, and nothing touches the caches.
+- `alone`: steps back to back.
+
+If `idle` reads like `alone` and `evicted` like the engines in turns, the turns cost an
+engine its cached weights. Each round runs the four episodes in the same order on the same
+requests, so the host's drift moves them alike, and the comparison is made within a round.
 """
 
 from __future__ import annotations
@@ -18,7 +32,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 
+import numpy as np
 from common import ROOT, write_result
 
 sys.path.insert(0, str(ROOT))
@@ -29,6 +45,38 @@ import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.interleave import Job  # noqa: E402
 from rlspec.calibration.quiet import wait_quiet  # noqa: E402
 from rlspec.calibration.sweep import Workload  # noqa: E402
+from rlspec.perf.profile import load_profile  # noqa: E402
+
+KEYS = ("mean_latency_s", "step_time_vs_profile")
+
+
+def engine_weight_bytes(profile: str) -> int:
+    """One engine's weights as it holds them: target and drafter at the profile's dtype."""
+    p = load_profile(ROOT / f"rlspec/perf/profiles/{profile}.yaml")
+    return int(p.target.params * p.target.dtype_bytes + p.draft.params * p.draft.dtype_bytes)
+
+
+class BetweenTurns:
+    """The coordinator's work after each of one engine's steps: read `buffer` (if any), then
+    wait until `pause_s` has passed since the step ended. Records how long each pause took."""
+
+    def __init__(self, pause_s: float, buffer: np.ndarray | None = None) -> None:
+        self.pause_s = pause_s
+        self.buffer = buffer
+        self.pauses: list[float] = []
+
+    def __call__(self) -> None:
+        t0 = time.perf_counter()
+        if self.buffer is not None:
+            self.buffer.sum()  # every cache line, in order, as a step streams its weights
+        rest = self.pause_s - (time.perf_counter() - t0)
+        if rest > 0:
+            time.sleep(rest)
+        self.pauses.append(time.perf_counter() - t0)
+
+    @property
+    def mean_pause_s(self) -> float:
+        return statistics.fmean(self.pauses)
 
 
 def main() -> None:
@@ -47,42 +95,67 @@ def main() -> None:
 
     rate = round(args.rate * load_scale(args.profile), 4)
     sc = Workload("poisson", str(LIVE_SCENARIOS[0]), "rate", (rate,), args.requests).variant(rate)
+    evict_bytes = (args.engines - 1) * engine_weight_bytes(args.profile)
+    buffer = np.ones(evict_bytes // 8, dtype=np.uint64)  # written once, so its pages are resident
     ctx = open_context(args.profile, sc, engines=args.engines, quiet=args.wait_quiet)
     rounds = []
     try:
         matched = ctx.match(sc)
+        job = Job(matched, args.controller, matched.seed)
+
+        def episode(jobs: list[Job], hook: BetweenTurns | None = None) -> tuple[list[dict], float]:
+            wait_quiet(args.wait_quiet, ctx.quiet_timeout_s)
+            t0 = time.perf_counter()
+            results, others = ctx.together.run(jobs, ctx.baselines, between_turns=hook)
+            wall = time.perf_counter() - t0
+            per_turn = wall / sum(extra["turns"] for _, extra in results)
+            out = [{"mean_latency_s": m.mean_latency_s, "step_time_vs_profile": extra["step_time_vs_profile"],
+                    "other_load_cores": others} for m, extra in results]  # fmt: skip
+            return out, per_turn
+
         for r in range(args.rounds):
             # run_live_together refuses a repeated controller: drive the engines directly
-            wait_quiet(args.wait_quiet, ctx.quiet_timeout_s)
-            results, others = ctx.together.run([Job(matched, args.controller, matched.seed)] * args.engines,
-                                               ctx.baselines)  # fmt: skip
-            lat = [m.mean_latency_s for m, _ in results]
-            speed = [extra["step_time_vs_profile"] for _, extra in results]
-            rounds.append({"mean_latency_s": lat, "step_time_vs_profile": speed, "other_load_cores": others})
-            print(f"round {r}: latency " + " ".join(f"{x:.3f}" for x in lat)
-                  + " s; steps vs profile " + " ".join(f"{x:.3f}" for x in speed), flush=True)
+            turns, turn_s = episode([job] * args.engines)
+            # as long as the other engines' turns took, or the read, if that takes longer
+            evicting = BetweenTurns((args.engines - 1) * turn_s, buffer)
+            (evicted,), _ = episode([job], evicting)
+            idling = BetweenTurns(evicting.mean_pause_s)
+            (idle,), _ = episode([job], idling)
+            (alone,), _ = episode([job])
+            rd = {"turns": {k: [e[k] for e in turns] for k in KEYS}, "turn_s": turn_s,
+                  "evicted": evicted, "evicted_pause_s": evicting.mean_pause_s,
+                  "idle": idle, "idle_pause_s": idling.mean_pause_s, "alone": alone}  # fmt: skip
+            rounds.append(rd)
+            print(f"round {r}: steps vs profile - in turns "
+                  + " ".join(f"{x:.3f}" for x in rd["turns"]["step_time_vs_profile"])
+                  + f", evicted {evicted['step_time_vs_profile']:.3f} (pause {evicting.mean_pause_s * 1e3:.0f} ms)"
+                  f", idle {idle['step_time_vs_profile']:.3f} (pause {idling.mean_pause_s * 1e3:.0f} ms)"
+                  f", alone {alone['step_time_vs_profile']:.3f}", flush=True)  # fmt: skip
     finally:
         ctx.close()
-    # The same episodes on one engine alone: what taking turns costs the engines' steps.
-    ctx = open_context(args.profile, sc, engines=1, quiet=args.wait_quiet)
-    try:
-        matched = ctx.match(sc)
-        alone = [ctx.run_live(matched, args.controller) for _ in range(args.rounds)]
-    finally:
-        ctx.close()
-    alone_out = {k: [a[k] for a in alone] for k in ("mean_latency_s", "step_time_vs_profile")}
-    print("one engine alone: latency " + " ".join(f"{x:.3f}" for x in alone_out["mean_latency_s"])
-          + " s; steps vs profile " + " ".join(f"{x:.3f}" for x in alone_out["step_time_vs_profile"]))
 
     def rel(key: str) -> list[float]:
         """Each slot's value over its round's mean, averaged over rounds."""
-        return [statistics.fmean(rd[key][i] / statistics.fmean(rd[key]) for rd in rounds) for i in range(args.engines)]
+        return [statistics.fmean(rd["turns"][key][i] / statistics.fmean(rd["turns"][key]) for rd in rounds)
+                for i in range(args.engines)]  # fmt: skip
+
+    def vs_alone(key: str) -> dict[str, float]:
+        """Each way of running the first engine over the same round's `alone`, averaged over rounds."""
+        return {
+            "turns": statistics.fmean(rd["turns"][key][0] / rd["alone"][key] for rd in rounds),
+            "evicted": statistics.fmean(rd["evicted"][key] / rd["alone"][key] for rd in rounds),
+            "idle": statistics.fmean(rd["idle"][key] / rd["alone"][key] for rd in rounds),
+        }
 
     out = {"profile": args.profile, "controller": args.controller, "rate": rate, "requests": args.requests,
-           "engines": args.engines, "rounds": rounds, "alone": alone_out,
-           "slot_latency_vs_mean": rel("mean_latency_s"), "slot_step_time_vs_mean": rel("step_time_vs_profile")}  # fmt: skip
+           "engines": args.engines, "evict_bytes": evict_bytes, "rounds": rounds,
+           "slot_latency_vs_mean": rel("mean_latency_s"), "slot_step_time_vs_mean": rel("step_time_vs_profile"),
+           "step_time_vs_alone": vs_alone("step_time_vs_profile"),
+           "latency_vs_alone": vs_alone("mean_latency_s")}  # fmt: skip
     print("slot latency / group mean:", " ".join(f"{x:.3f}" for x in out["slot_latency_vs_mean"]))
     print("slot step time / group mean:", " ".join(f"{x:.3f}" for x in out["slot_step_time_vs_mean"]))
+    print("first engine's step time / alone's:",
+          ", ".join(f"{k} {v:.3f}" for k, v in out["step_time_vs_alone"].items()))  # fmt: skip
     write_result(f"engine_slots-{args.profile}", out)
 
 

@@ -23,7 +23,7 @@ import multiprocessing as mp
 import os
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,12 +192,15 @@ class InterleavedEngines:
         except EOFError as exc:
             raise RuntimeError(f"interleaved engine {i} (pid {self._procs[i].pid}) died") from exc
 
-    def run(self, jobs: Sequence[Job], baselines: Any = None,
-            turn_timeout_s: float = 600.0) -> tuple[list[tuple[Any, dict]], float]:  # fmt: skip
+    def run(self, jobs: Sequence[Job], baselines: Any = None, turn_timeout_s: float = 600.0,
+            between_turns: Callable[[], None] | None = None) -> tuple[list[tuple[Any, dict]], float]:  # fmt: skip
         """Run `jobs` together (one engine each), round-robin one iteration per turn.
 
         Between turns the coordinator waits out the OpenMP block time, so the last engine's
-        threads are asleep before the next engine computes. Returns each job's
+        threads are asleep before the next engine computes. `between_turns`, if given, runs
+        in the coordinator after every turn, while no engine computes: `bench/engine_slots.py`
+        uses it to reproduce one part of what the other engines' turns do to an engine
+        (time idle, caches overwritten) without the rest. Returns each job's
         (EpisodeMetrics, extra) in job order, and the CPU cores that processes other than
         the coordinator and its engines used meanwhile."""
         gap_s = (self.blocktime_ms + 1) / 1000 if len(jobs) > 1 else 0.0
@@ -213,6 +216,8 @@ class InterleavedEngines:
                 for i in list(active):
                     self._conns[i].send("go")
                     kind, payload = self._recv(i, turn_timeout_s)
+                    if between_turns is not None:
+                        between_turns()
                     time.sleep(gap_s)
                     if kind == "turn":
                         continue

@@ -73,6 +73,15 @@ def test_running_beside_another_engine_changes_nothing_an_episode_reports(pool, 
         assert extra["turns"] >= extra["iterations"] + 1
 
 
+def test_a_hook_between_turns_runs_once_per_turn_and_changes_nothing_reported(pool, scenario):
+    (plain,), _ = pool.run([Job(scenario, "goodput", scenario.seed)])
+    calls = []
+    (hooked,), _ = pool.run([Job(scenario, "goodput", scenario.seed)], between_turns=lambda: calls.append(1))
+    # the coordinator receives exactly one message per turn, the episode's last included
+    assert len(calls) == hooked[1]["turns"] > hooked[1]["iterations"]
+    assert _summary(hooked) == _summary(plain)
+
+
 def test_errors_name_the_job_and_leave_the_pool_usable(pool, scenario):
     with pytest.raises(ValueError, match="runs 1..2 at once"):
         pool.run([Job(scenario, "goodput", 0)] * 3)
