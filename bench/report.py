@@ -286,11 +286,13 @@ def _hosts(d: dict) -> list[str]:
                else "a host it does not record.") + scale, ""]  # fmt: skip
 
 
-def fidelity(d: dict) -> list[str]:
+def fidelity(d: dict, stem: str | None = None) -> list[str]:
+    """One sweep; `stem` names its result when it is a repeat of the profile's first sweep."""
     s = d["summary"]
     t = d["targets"]
     per_episode = ", ".join(f"{w}: {v['requests']} per episode" for w, v in d["workloads"].items())
     title = "" if d["profile"] == "cpu-tiny" else f", profile `{d['profile']}`"
+    title += f", `results/{stem}.json`" if stem else ""
     out = [
         f"## Calibrated simulator vs the live engine (`bench/fidelity.py`{title})",
         "",
@@ -553,6 +555,40 @@ def sim_to_real_pooled(d: dict) -> list[str]:
     return out
 
 
+def engine_slots(d: dict) -> list[str]:
+    out = [
+        f"## What taking turns costs an engine (`bench/engine_slots.py`, profile `{d['profile']}`)",
+        "",
+        _env(d),
+        "",
+        f"`{d['controller']}` serves the same {d['requests']} Poisson requests ({d['rate']:g} req/s) on each of "
+        f"{d['engines']} engines in turns (the design `bench/sim_to_real.py eval` compares controllers with), then on "
+        "the first engine by itself three ways: *evicted* (after every step the coordinator reads "
+        f"{d['evict_bytes'] / 2**20:,.0f} MiB, the other engines' weights, then waits out the other engines' turns), "
+        "*idle* (the same pause, no reading) and *alone* (steps back to back). Step time over the profile's "
+        "prediction for the same iterations; each round runs the four in this order on the same requests.",
+        "",
+        "| round | in turns (slot 1 / 2 / 3) | evicted | idle | alone | pause per step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, rd in enumerate(d["rounds"]):
+        turns = " / ".join(f"{x:.3f}" for x in rd["turns"]["step_time_vs_profile"])
+        out.append(f"| {i} | {turns} | {rd['evicted']['step_time_vs_profile']:.3f} | "
+                   f"{rd['idle']['step_time_vs_profile']:.3f} | {rd['alone']['step_time_vs_profile']:.3f} | "
+                   f"{rd['evicted_pause_s'] * 1e3:.0f} ms |")  # fmt: skip
+    st, lat = d["step_time_vs_alone"], d["latency_vs_alone"]
+    out += [
+        "",
+        "Over the same round's *alone* (first engine, mean of rounds): step time "
+        + ", ".join(f"{k} {v:.3f}" for k, v in st.items()) + "; mean latency "
+        + ", ".join(f"{k} {v:.3f}" for k, v in lat.items()) + ". Slots in turns over their group's mean: step time "
+        + " / ".join(f"{x:.3f}" for x in d["slot_step_time_vs_mean"]) + ", mean latency "
+        + " / ".join(f"{x:.3f}" for x in d["slot_latency_vs_mean"]) + ".",
+        "",
+    ]
+    return out
+
+
 SECTIONS = [
     ("sim_speed", sim_speed),
     ("paper_findings", paper_findings),
@@ -567,6 +603,8 @@ SECTIONS = [
     ("fidelity", fidelity),
     ("fidelity-cpu-tiny-avx2", fidelity),
     ("fidelity-cpu-tiny-avx512", fidelity),
+    ("fidelity-cpu-tiny-amx", fidelity),
+    ("fidelity-cpu-tiny-amx-run2", functools.partial(fidelity, stem="fidelity-cpu-tiny-amx-run2")),
     ("sim_to_real", sim_to_real),
     ("sim_to_real-cpu-tiny-avx2", sim_to_real),
     ("sim_to_real-cpu-tiny-avx512", sim_to_real),
@@ -576,6 +614,7 @@ SECTIONS = [
     ("sim_to_real-azure120", functools.partial(sim_to_real, stem="sim_to_real-azure120")),
     ("sim_to_real-cpu-tiny-avx512-pooled", sim_to_real_pooled),
     ("sim_to_real-cpu-tiny-amx-pooled", sim_to_real_pooled),
+    ("engine_slots-cpu-tiny-amx", engine_slots),
     ("drift_robustness", drift_robustness),
 ]
 
