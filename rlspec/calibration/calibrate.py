@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from rlspec.calibration.acceptance import (
 )
 from rlspec.calibration.plan import (
     MeasurementPlan,
+    ResidualGroup,
     RobustFit,
     SampleSet,
     default_plan,
@@ -135,6 +137,11 @@ class CalibrationResult:
     host_bandwidth: float
     measurement: Any  # LiveMeasurement
 
+    @functools.cached_property
+    def residuals(self) -> dict[str, dict[str, ResidualGroup]]:
+        """`fit_residuals` of the fit, shared by the printed report and the JSON summary."""
+        return fit_residuals(self.fit)
+
     def per_term(self) -> list[dict[str, float]]:
         r = self.fit.report
         return [
@@ -161,7 +168,7 @@ class CalibrationResult:
             "first_fit_mape": self.fit.first.mape,
             "terms": self.per_term(),
             "fit_residuals": {name: {g: dataclasses.asdict(r) for g, r in groups.items()}
-                              for name, groups in fit_residuals(self.fit).items()},  # fmt: skip
+                              for name, groups in self.residuals.items()},  # fmt: skip
             "acceptance": self.acceptance.as_dict(),
             "acceptance_by_workload": {
                 w.workload: {**self.workload_acceptance[w.workload].as_dict(), "requests": w.requests, "k": w.k}
@@ -345,7 +352,7 @@ def format_report(res: CalibrationResult) -> str:
         "",
         "host: " + (res.profile.host.describe() if res.profile.host else "not recorded (saved before hosts were)"),
     ]
-    for name, groups in fit_residuals(res.fit).items():
+    for name, groups in res.residuals.items():
         if groups:
             what = "kind of iteration" if name == "by_kind" else "prefill tokens in the iteration"
             lines += ["", f"fit error by {what} (mean |error| / measured; bias: mean measured / predicted - 1):"]

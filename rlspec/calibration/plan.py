@@ -24,7 +24,7 @@ iterations the first fit misses by more than `clip` robust standard deviations
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -244,6 +244,7 @@ class ResidualGroup:
 
 # Iterations by the prefill tokens they carry: a mean error can hide a band the line misses.
 PREFILL_BANDS: tuple[tuple[int, int | None], ...] = ((1, 256), (256, 768), (768, 1600), (1600, None))
+_BAND_LABELS = [f"{lo}+" if hi is None else f"{lo}-{hi - 1}" for lo, hi in PREFILL_BANDS]
 
 
 def _kind(s: IterationSample) -> str:
@@ -252,41 +253,31 @@ def _kind(s: IterationSample) -> str:
 
 
 def _band(s: IterationSample) -> str | None:
-    for lo, hi in PREFILL_BANDS:
+    for (lo, hi), label in zip(PREFILL_BANDS, _BAND_LABELS, strict=True):
         if s.prefill_tokens >= lo and (hi is None or s.prefill_tokens < hi):
-            return f"{lo}+" if hi is None else f"{lo}-{hi - 1}"
+            return label
     return None
 
 
 def fit_residuals(fit: RobustFit) -> dict[str, dict[str, ResidualGroup]]:
-    """The fit's error and its sign per kind of iteration (`by_kind`) and per band of
-    prefill tokens (`by_prefill_tokens`). The sign matters to the simulator: a group the
-    fit underestimates makes every workload rich in it run slower live than simulated."""
+    """The fit's error and its sign per kind of iteration (`by_kind`, by name) and per band of
+    prefill tokens (`by_prefill_tokens`, in band order). The sign matters to the simulator: a
+    group the fit underestimates makes every workload rich in it run slower live than simulated."""
     out: dict[str, dict[str, ResidualGroup]] = {}
     pred = predict(fit.report, fit.kept) if fit.kept else np.zeros(0)
     for name, group_of in (("by_kind", _kind), ("by_prefill_tokens", _band)):
-        ratios: dict[str, list[float]] = {}
+        ratios: dict[str, list[float]] = defaultdict(list)
         for smp, p in zip(fit.kept, pred, strict=True):
-            g = group_of(smp)
-            if g is not None:
-                ratios.setdefault(g, []).append(smp.step_time_s / float(p))
-        dropped: dict[str, int] = {}
-        for smp in fit.outliers:
-            g = group_of(smp)
-            if g is not None:
-                dropped[g] = dropped.get(g, 0) + 1
+            if (g := group_of(smp)) is not None:
+                ratios[g].append(smp.step_time_s / float(p))
+        dropped = Counter(g for smp in fit.outliers if (g := group_of(smp)) is not None)
+        order = sorted(ratios) if name == "by_kind" else [b for b in _BAND_LABELS if b in ratios]
         out[name] = {
-            g: ResidualGroup(len(r), dropped.get(g, 0),
-                             float(np.mean([abs(1 - 1 / x) for x in r])), float(np.mean(r)) - 1)  # fmt: skip
-            for g, r in sorted(ratios.items(), key=lambda kv: _order(kv[0]))
+            g: ResidualGroup(len(ratios[g]), dropped[g], float(np.mean([abs(1 - 1 / x) for x in ratios[g]])),
+                             float(np.mean(ratios[g])) - 1)  # fmt: skip
+            for g in order
         }
     return out
-
-
-def _order(group: str) -> tuple[int, str]:
-    """Bands by their lower edge, kinds by name."""
-    head = group.split("-")[0].rstrip("+")
-    return (int(head), "") if head.isdigit() else (0, group)
 
 
 def robust_fit(
