@@ -165,6 +165,7 @@ class CalibrationResult:
             "records_merged": self.sample_set.merged,
             "fit_mape": self.fit.report.mape,
             "drafter_timed": self.fit.report.drafter_timed,
+            "prefill_pairs_recorded": self.fit.report.pairs_recorded,
             "first_fit_mape": self.fit.first.mape,
             "terms": self.per_term(),
             "fit_residuals": {name: {g: dataclasses.asdict(r) for g, r in groups.items()}
@@ -228,6 +229,7 @@ def fit_measurement(
             f"k 0-{facts.k_max} and drafter offloaded, prefill chunks, contexts; "
             + ("target terms on step time less the timed drafter proposals, drafter terms on "
                "those; " if r.drafter_timed else "target and drafter terms jointly; ")
+            + ("" if r.pairs_recorded else "prefill attention pairs not recorded, that term held at 0; ")
             + f"{len(fit.outliers)} outliers dropped; fit MAPE {r.mape:.1%}; {terms}"
         ),
         "iteration_overhead_s": "0: per-iteration overhead is inside the fitted target_base_s",
@@ -326,11 +328,14 @@ def format_report(res: CalibrationResult) -> str:
         + ("drafter terms fitted on its timed proposals, target terms on the rest"
            if r.drafter_timed else "target and drafter terms fitted jointly (drafter not timed)"),
         "",
-        f"  {'term':<22}{'value':>14}{'std error':>14}{'rel error':>11}",
+        f"  {'term':<27}{'value':>14}{'std error':>14}{'rel error':>11}",
     ]
     for t in res.per_term():
+        if t["term"] == "target_per_prefill_pair_s" and not r.pairs_recorded:
+            lines.append(f"  {t['term']:<27}{'held at 0':>14}  (measurements saved before prefill pairs were recorded)")
+            continue
         lines.append(
-            f"  {t['term']:<22}{t['value']:>14.4e}{t['std_error']:>14.2e}{t['rel_error']:>10.1%}"
+            f"  {t['term']:<27}{t['value']:>14.4e}{t['std_error']:>14.2e}{t['rel_error']:>10.1%}"
         )
     a = res.acceptance
     lines += [

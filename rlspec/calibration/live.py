@@ -144,6 +144,7 @@ def run_probe(backend: Any, probe: Probe, repeat: int, max_steps: int = 20_000) 
         ):
             continue  # idle: the clock jumped to the next arrival
         resident = s.drafter in (DrafterState.RESIDENT, DrafterState.LOADING)
+        plan = sched.rlspec_last_plan
         records.append(
             StepRecord(
                 probe=probe.name,
@@ -153,12 +154,13 @@ def run_probe(backend: Any, probe: Probe, repeat: int, max_steps: int = 20_000) 
                 k=s.k,
                 spec_tokens=max(s.num_scheduled_tokens - s.num_prefill_tokens - s.num_decode_reqs, 0),
                 prefill_tokens=s.num_prefill_tokens,
-                context=sched.rlspec_last_plan.num_context_tokens if s.num_scheduled_tokens else 0,
+                context=plan.num_context_tokens if s.num_scheduled_tokens else 0,
                 scheduled_tokens=s.num_scheduled_tokens,
                 resident=resident,
                 transition=s.drafter in (DrafterState.OFFLOADING, DrafterState.LOADING),
                 step_time_s=s.step_time_s,
                 drafter_time_s=backend.drafter_time_s - drafter_before,
+                prefill_pairs=plan.num_prefill_pairs if s.num_scheduled_tokens else 0,
                 drafted_per_pos=tuple(s.drafted_per_pos),
                 accepted_per_pos=tuple(s.accepted_per_pos),
             )

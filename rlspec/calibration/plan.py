@@ -10,6 +10,11 @@ A measurement plan is a list of probes. A probe is a small episode the live back
 * **stream probes**: requests of mixed lengths arrive one by one at a fixed static k (or
   with the drafter offloaded), so prefill chunks land in running decode batches (the mixed
   iterations real workloads have).
+* **prefill probes**: grid probes that stop after their prefill (one output token), over
+  many prompt lengths, run several times per repeat. A grid probe yields a prefill
+  iteration or two against dozens of decode steps, yet prefill is most of a long-prompt
+  workload's time, and its attention is quadratic in the prompt: the term with the fewest
+  measurements and the most curvature gets its own probes.
 
 Every iteration the backend runs becomes a `StepRecord` (what was scheduled, the cached
 tokens the batch attended, the measured time, the drafts verified by position). Records
@@ -47,12 +52,15 @@ class Probe:
     schedule: tuple[tuple[int, int], ...]  # ((k or OFF, decode steps), ...); stream: ((k, 0),)
     spacing_s: float = 0.0  # arrival spacing; 0 = all at t=0 (grid)
     seed: int = 0
+    runs: int = 1  # times per plan repeat (the extra runs spread through the repeat)
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.prompt_len < 1 or self.output_len < 1:
             raise ValueError(f"probe {self.name}: batch, prompt_len, output_len must be >= 1")
         if not self.schedule:
             raise ValueError(f"probe {self.name}: empty k schedule")
+        if self.runs < 1:
+            raise ValueError(f"probe {self.name}: runs must be >= 1, got {self.runs}")
 
     @property
     def stream(self) -> bool:
@@ -91,11 +99,13 @@ class MeasurementPlan:
     warmup: int = 1  # probes run first and discarded (kernel warm-up)
 
     def order(self) -> list[tuple[int, Probe]]:
-        """(repeat, probe) in run order: repeats interleaved, alternate ones reversed."""
+        """(repeat, probe) in run order: repeats interleaved, alternate ones reversed; a
+        probe's extra `runs` follow in passes over the probes that have them."""
         out: list[tuple[int, Probe]] = [(-1, p) for p in self.probes[: self.warmup]]
+        passes = max((p.runs for p in self.probes), default=1)
         for r in range(self.repeats):
             seq = self.probes if r % 2 == 0 else tuple(reversed(self.probes))
-            out += [(r, p) for p in seq]
+            out += [(r, p) for j in range(passes) for p in seq if p.runs > j]
         return out
 
 
@@ -130,6 +140,8 @@ def default_plan(
             if b * p > max_prefill and b > 1:
                 continue
             probes.append(Probe(f"grid-b{b}-p{p}", b, p, out_len, schedule))
+    for b, p in prefill_shapes(max_num_batched_tokens, max_model_len, quick=quick):
+        probes.append(Probe(f"prefill-b{b}-p{p}", b, p, 1, ((0, 1),), runs=1 if quick else 3))
     stream_k = [0, k_max // 2, k_max, OFF] if not quick else [0, k_max]
     n_stream = 8 if quick else 24
     longest = min(1536 if not quick else 128, max_model_len - 96)
@@ -147,6 +159,17 @@ def default_plan(
                 )
             )
     return MeasurementPlan(tuple(probes), repeats=repeats or (1 if quick else 2))
+
+
+def prefill_shapes(max_num_batched_tokens: int, max_model_len: int, *, quick: bool = False) -> list[tuple[int, int]]:
+    """(batch, prompt length) of the prefill probes: one prompt of every length in steps of
+    256 up to the longest one that fits, and two or four prompts sharing a chunk, each within
+    one chunk (a chunked prompt's continuation is measured by the grid's large batches)."""
+    longest = min(max_model_len - 1, max_num_batched_tokens)
+    if quick:
+        return [(1, p) for p in (32, min(256, longest))]
+    lengths = [*range(128, longest, 256), longest]
+    return [(b, p) for b in (1, 2, 4) for p in lengths if b * p <= max_num_batched_tokens]
 
 
 @dataclass(frozen=True)
@@ -168,6 +191,7 @@ class StepRecord:
     drafted_per_pos: tuple[int, ...] = ()
     accepted_per_pos: tuple[int, ...] = ()
     drafter_time_s: float | None = None  # of step_time_s, in the drafter's proposals (None: not timed)
+    prefill_pairs: int | None = None  # query-key pairs of the prefill chunks (None: not recorded)
 
     @property
     def consistent(self) -> bool:
@@ -202,9 +226,8 @@ def samples_from_records(records: Sequence[StepRecord], merge: str = "median") -
         else:
             k = r.k if r.resident else 0
             drafter = r.drafter_time_s if r.resident else 0.0
-            groups[(r.decode_reqs, k, r.prefill_tokens, r.context, r.resident)].append(
-                (r.step_time_s, drafter)
-            )
+            key = (r.decode_reqs, k, r.prefill_tokens, r.context, r.resident, r.prefill_pairs)
+            groups[key].append((r.step_time_s, drafter))
     agg = np.median if merge == "median" else np.min
 
     def merged_drafter(ts: list[tuple[float, float | None]]) -> float | None:
@@ -212,8 +235,8 @@ def samples_from_records(records: Sequence[StepRecord], merge: str = "median") -
         return None if any(d is None for d in times) else float(agg(times))
 
     samples = [
-        IterationSample(b, k, p, c, res, float(agg([t for t, _ in ts])), merged_drafter(ts))
-        for (b, k, p, c, res), ts in sorted(groups.items())
+        IterationSample(b, k, p, c, res, float(agg([t for t, _ in ts])), merged_drafter(ts), pairs)
+        for (b, k, p, c, res, pairs), ts in sorted(groups.items(), key=lambda g: g[0][:5] + (g[0][5] or 0,))
     ]
     merged = sum(len(ts) - 1 for ts in groups.values())
     return SampleSet(samples, dict(dropped), merged)

@@ -8,7 +8,7 @@ the rates by the capacity ratio keeps them the same relative to each host's own 
 from __future__ import annotations
 
 from rlspec.perf.profile import load_profile
-from rlspec.perf.step_time import StepTimeModel
+from rlspec.perf.step_time import StepTimeModel, prefill_attention_pairs
 
 
 def capacity_ratio(profile: str, reference: str = "cpu-tiny") -> float:
@@ -19,7 +19,8 @@ def capacity_ratio(profile: str, reference: str = "cpu-tiny") -> float:
     def per_request_s(name: str) -> float:
         cost = StepTimeModel(load_profile(name))
         batch, prompt, output = 8, 96, 64
-        prefill = cost.iteration(0, 0, batch * prompt, 0, True)
+        pairs = batch * prefill_attention_pairs(prompt, 0)
+        prefill = cost.iteration(0, 0, batch * prompt, 0, True, prefill_pairs=pairs)
         decode = sum(cost.decode_step(batch, 0, prompt + i, True) for i in range(output))
         return (prefill + decode) / batch
 

@@ -4,11 +4,13 @@ The fitted model is linear in its six coefficients, so ordinary least squares re
 from iterations measured over batch sizes, draft lengths, prefill chunks and contexts. Each
 row of the design matrix is what one iteration did (DESIGN section 4):
 
-    t = tb + tt*T + tc*C                                  target pass over T new tokens
+    t = tb + tt*T + tc*C + tp*P                           target pass over T new tokens
       + n*db + dt*(T + (k-1)*B) + n*dc*C   (resident)     n = max(k, 1) drafter passes
 
-with T = B*(k+1) + prefill tokens and C the cached tokens attended. `tb` absorbs the
-per-iteration overhead, so fitted profiles carry `iteration_overhead_s: 0`.
+with T = B*(k+1) + prefill tokens, C the cached tokens attended and P the query-key pairs
+the prefill chunks' causal attention scores (quadratic in a chunk's length). `tb` absorbs
+the per-iteration overhead, so fitted profiles carry `iteration_overhead_s: 0`. Samples
+measured before P was recorded (`prefill_pairs` None) fit without it (`tp` = 0).
 
 Fitted jointly, target and drafter terms are nearly collinear wherever the drafter is
 resident (both grow with T and C), and only offloaded iterations tell them apart: the
@@ -27,14 +29,15 @@ import numpy as np
 
 from rlspec.perf.profile import FittedStepTime
 
-TERMS = (
+TARGET_TERMS = (
     "target_base_s",
     "target_per_token_s",
     "target_per_context_s",
-    "draft_base_s",
-    "draft_per_token_s",
-    "draft_per_context_s",
+    "target_per_prefill_pair_s",
 )
+DRAFT_TERMS = ("draft_base_s", "draft_per_token_s", "draft_per_context_s")
+TERMS = TARGET_TERMS + DRAFT_TERMS  # the columns of `design_row`, in order
+PAIRS = TERMS.index("target_per_prefill_pair_s")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class IterationSample:
     drafter_resident: bool
     step_time_s: float  # measured
     drafter_time_s: float | None = None  # of step_time_s, the drafter's (None: not timed)
+    prefill_pairs: int | None = None  # query-key pairs of the prefill chunks (None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -56,15 +60,17 @@ class FitReport:
     mape: float  # mean absolute percentage error of the fitted step times
     samples: int
     drafter_timed: bool = False  # drafter terms fitted on timed drafter passes, apart
+    pairs_recorded: bool = True  # False: samples without prefill pairs, that term held at 0
 
 
 def design_row(s: IterationSample) -> list[float]:
     tokens = s.decode_reqs * (s.k + 1) + s.prefill_tokens
+    target = [1.0, tokens, s.context, float(s.prefill_pairs or 0)]
     if not s.drafter_resident:
-        return [1.0, tokens, s.context, 0.0, 0.0, 0.0]
+        return target + [0.0, 0.0, 0.0]
     passes = max(s.k, 1)
     extra = (s.k - 1) * s.decode_reqs if s.k > 1 else 0
-    return [1.0, tokens, s.context, passes, tokens + extra, passes * s.context]
+    return target + [passes, tokens + extra, passes * s.context]
 
 
 def fit_step_time(samples: Sequence[IterationSample], relative: bool = False) -> FitReport:
@@ -79,24 +85,30 @@ def fit_step_time(samples: Sequence[IterationSample], relative: bool = False) ->
         raise ValueError(f"need at least {len(TERMS) * 2} measured iterations, got {len(samples)}")
     x = np.array([design_row(s) for s in samples], dtype=np.float64)
     y = np.array([s.step_time_s for s in samples], dtype=np.float64)
-    if np.linalg.matrix_rank(x) < len(TERMS):
+    paired = all(s.prefill_pairs is not None for s in samples)
+    cols = np.array([paired or n != PAIRS for n in range(len(TERMS))])  # the terms fitted
+    if np.linalg.matrix_rank(x[:, cols]) < cols.sum():
         raise ValueError(
             "measurements do not separate the terms: vary batch size, k (including 0 and >1), "
-            "prefill, context and drafter placement"
+            "prefill (short and long prompts), context and drafter placement"
         )
     w = 1.0 / y if relative else np.ones_like(y)
     timed = all(s.drafter_time_s is not None for s in samples)
+    coef, std = np.zeros(len(TERMS)), np.zeros(len(TERMS))
     if timed:
         d = np.array([s.drafter_time_s for s in samples], dtype=np.float64)
         resident = np.array([s.drafter_resident for s in samples])
-        if np.linalg.matrix_rank(x[resident][:, 3:]) < 3:
+        drf = x[resident][:, len(TARGET_TERMS) :]
+        if np.linalg.matrix_rank(drf) < len(DRAFT_TERMS):
             raise ValueError("timed drafter passes do not separate the drafter's terms: vary "
                              "k (including 0 and >1), batch size and context while resident")  # fmt: skip
-        coef_t, std_t = _weighted_lstsq(x[:, :3], y - d, w)
-        coef_d, std_d = _weighted_lstsq(x[resident][:, 3:], d[resident], w[resident])
-        coef, std = np.concatenate([coef_t, coef_d]), np.concatenate([std_t, std_d])
+        t_idx = np.flatnonzero(cols[: len(TARGET_TERMS)])
+        coef[t_idx], std[t_idx] = _weighted_lstsq(x[:, t_idx], y - d, w)
+        d_idx = slice(len(TARGET_TERMS), None)
+        coef[d_idx], std[d_idx] = _weighted_lstsq(drf, d[resident], w[resident])
     else:
-        coef, std = _weighted_lstsq(x, y, w)
+        idx = np.flatnonzero(cols)
+        coef[idx], std[idx] = _weighted_lstsq(x[:, idx], y, w)
     resid = y - x @ coef
     fitted = FittedStepTime(**{name: float(c) for name, c in zip(TERMS, coef, strict=True)})
     return FitReport(
@@ -106,6 +118,7 @@ def fit_step_time(samples: Sequence[IterationSample], relative: bool = False) ->
         mape=float(np.mean(np.abs(resid) / y)),
         samples=len(y),
         drafter_timed=timed,
+        pairs_recorded=paired,
     )
 
 

@@ -63,7 +63,10 @@ class FittedStepTime:
 
     A pass over `tokens` new tokens attending to `context` cached tokens costs
     `base + per_token * tokens + per_context * context` seconds: the load-independent
-    part (weights streamed once) and the load-dependent parts of the latency model.
+    part (weights streamed once) and the load-dependent parts of the latency model. The
+    target's prefill chunks add `per_prefill_pair` per query-key pair their causal
+    attention scores (`rlspec.perf.step_time.prefill_attention_pairs`); profiles fitted
+    before it was measured carry 0: the step time they were fitted with.
     """
 
     target_base_s: float
@@ -72,6 +75,7 @@ class FittedStepTime:
     draft_base_s: float
     draft_per_token_s: float
     draft_per_context_s: float
+    target_per_prefill_pair_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in self.__dataclass_fields__:

@@ -6,6 +6,12 @@ any prefill chunk) and, while the drafter is resident, its sequential passes: th
 over the step's new tokens (it keeps the drafter's KV current, which is why an idle
 resident drafter still costs time at k=0), then k-1 single-token passes.
 Each pass is roofline-bound: weights and KV streamed from memory vs GEMM FLOPs.
+
+A prefill chunk's causal attention is quadratic in its length: a chunk of c tokens after
+b cached ones scores `prefill_attention_pairs(c, b)` query-key pairs. A fitted profile
+charges the target `target_per_prefill_pair_s` per pair, so a long prompt costs more per
+token than a short one (notes/calibration.md section 20); roofline profiles leave attention
+FLOPs out (a few percent of an 8B model's prefill at 2k tokens).
 """
 
 from __future__ import annotations
@@ -43,6 +49,12 @@ class SpeedDrift:
 NO_DRIFT = SpeedDrift()
 
 
+def prefill_attention_pairs(chunk: int, before: int) -> int:
+    """Query-key pairs causal attention scores for a prefill chunk of `chunk` tokens
+    after `before` cached ones: query j of the chunk attends `before + j + 1` keys."""
+    return chunk * before + chunk * (chunk + 1) // 2
+
+
 class StepTimeModel:
     """Seconds per forward pass and per iteration for one Profile.
 
@@ -71,12 +83,16 @@ class StepTimeModel:
         self._draft_scale = drift.draft_scale
         self._extra_s = drift.overhead_s
 
-    def target_pass(self, tokens: float, context: float) -> float:
-        """One target forward over `tokens` new tokens attending to `context` cached ones."""
+    def target_pass(self, tokens: float, context: float, prefill_pairs: float = 0) -> float:
+        """One target forward over `tokens` new tokens attending to `context` cached ones,
+        its prefill chunks scoring `prefill_pairs` query-key pairs."""
         f = self._fitted
         if f is not None:
             return (
-                f.target_base_s + f.target_per_token_s * tokens + f.target_per_context_s * context
+                f.target_base_s
+                + f.target_per_token_s * tokens
+                + f.target_per_context_s * context
+                + f.target_per_prefill_pair_s * prefill_pairs
             )
         return max(self._t_weights + self._t_kv * context, self._t_flop * tokens)
 
@@ -95,13 +111,17 @@ class StepTimeModel:
         prefill_tokens: int,
         context: int,
         drafter_resident: bool,
+        *,
+        prefill_pairs: int = 0,
     ) -> float:
         """Seconds for one iteration of `decode_reqs` decodes at draft length k.
 
-        `context` is the number of cached tokens the batch attends to (sum over requests).
+        `context` is the number of cached tokens the batch attends to (sum over requests);
+        `prefill_pairs` the query-key pairs of its prefill chunks (`prefill_attention_pairs`
+        summed over them; 0 for a decode-only iteration).
         """
         new_tokens = decode_reqs * (k + 1) + prefill_tokens
-        t = self.overhead_s + self.target_pass(new_tokens, context)
+        t = self.overhead_s + self.target_pass(new_tokens, context, prefill_pairs)
         if drafter_resident:
             t += self._draft_scale * self.draft_pass(new_tokens, context)
             if k > 1 and decode_reqs:

@@ -33,7 +33,7 @@ from rlspec.engines.base import Backend
 from rlspec.engines.snapshot import DrafterState, RequestRecord, Snapshot
 from rlspec.perf.acceptance import AcceptanceConfig, AcceptanceModel
 from rlspec.perf.profile import Profile
-from rlspec.perf.step_time import NO_DRIFT, SpeedDrift, StepTimeModel
+from rlspec.perf.step_time import NO_DRIFT, SpeedDrift, StepTimeModel, prefill_attention_pairs
 from rlspec.sim.config import EngineConfig
 from rlspec.sim.kv import BlockPool
 from rlspec.workload.request import Request
@@ -177,17 +177,23 @@ class Simulator(Backend):
         preemptions += n_preempt
         n_dec = len(dec)
         context = int(self.computed[dec].sum()) if n_dec else 0
-        prefill_tokens = 0
+        prefill_tokens = prefill_pairs = 0
         for rid, chunk in zip(pre, pre_chunks, strict=True):
-            context += int(self.computed[rid])
+            before = int(self.computed[rid])
+            context += before
             prefill_tokens += chunk
+            prefill_pairs += prefill_attention_pairs(chunk, before)
         # The reload step runs the drafter again (over the re-filled tokens, no drafts yet).
         drafter_runs = resident or transition is DrafterState.LOADING
         if not drafter_runs:
             self._mark_stale(dec, pre)
 
         busy = n_dec or prefill_tokens
-        step = self._clock.iteration(n_dec, k, prefill_tokens, context, drafter_runs) if busy else 0.0
+        step = (
+            self._clock.iteration(n_dec, k, prefill_tokens, context, drafter_runs, prefill_pairs=prefill_pairs)
+            if busy
+            else 0.0
+        )
         step += stall
         t0 = self.clock
         t1 = t0 + step

@@ -50,8 +50,14 @@ def test_default_plan_spans_every_term_within_engine_limits():
         for r in p.requests():
             assert r.prompt_len + r.output_len <= 2048
     # Output long enough to keep every request decoding through the whole k schedule.
-    for p in grid:
+    decoding = [p for p in grid if p.output_len > 1]
+    for p in decoding:
         assert p.output_len >= sum((k + 1 if k != OFF else 1) * n for k, n in p.schedule)
+    # Prefill probes: one output token, prompts in one chunk, many lengths, run 3x per repeat.
+    prefill = [p for p in grid if p.output_len == 1]
+    assert len({p.prompt_len for p in prefill if p.batch == 1}) >= 8
+    assert max(p.prompt_len for p in prefill) >= 1536  # the longest prompts the live workloads send
+    assert all(p.batch * p.prompt_len <= 2048 and p.runs == 3 for p in prefill)
 
 
 def test_probe_schedule_and_requests():
@@ -73,6 +79,17 @@ def test_plan_order_interleaves_repeats_and_marks_warmup():
     assert [(r, p.name) for r, p in order] == [
         (-1, "p0"), (0, "p0"), (0, "p1"), (0, "p2"), (1, "p2"), (1, "p1"), (1, "p0"),
     ]  # fmt: skip
+
+
+def test_extra_runs_of_a_probe_spread_through_its_repeat():
+    probes = (Probe("a", 1, 8, 8, ((0, 1),)), Probe("b", 1, 8, 1, ((0, 1),), runs=3), Probe("c", 1, 8, 1, ((0, 1),), runs=2))
+    order = MeasurementPlan(probes, repeats=2, warmup=0).order()
+    assert [(r, p.name) for r, p in order] == [
+        (0, "a"), (0, "b"), (0, "c"), (0, "b"), (0, "c"), (0, "b"),
+        (1, "c"), (1, "b"), (1, "a"), (1, "c"), (1, "b"), (1, "b"),
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="runs"):
+        Probe("x", 1, 8, 1, ((0, 1),), runs=0)
 
 
 def synthetic_records(h100, noise: float = 0.01, spikes: float = 0.03, seed: int = 0):

@@ -328,8 +328,9 @@ def test_engine_death_mid_episode_is_reported_and_closed(spec, spec_holder):
 def test_step_time_vs_profile_compares_measured_steps_with_the_reference(tiny_pair, caplog):
     """With the wall clock, the cost model is a reference: the backend sums the measured
     and the predicted time of the iterations it ran. A profile that charges exactly 1 s per
-    iteration makes the prediction countable. Its recorded host, another kind of CPU than
-    this one, is reported when the engine starts."""
+    iteration makes the prediction countable, and 1 us per prefill attention pair adds what
+    vLLM's chunks of the prompts scored: p(p+1)/2 per prompt however they were chunked.
+    Its recorded host, another kind of CPU than this one, is reported when the engine starts."""
     import dataclasses
 
     from rlspec.perf.host import this_host
@@ -339,7 +340,7 @@ def test_step_time_vs_profile_compares_measured_steps_with_the_reference(tiny_pa
     here = this_host("float32")
     elsewhere = dataclasses.replace(here, isa=() if "amx_bf16" in here.isa else (*here.isa, "amx_bf16"))
     one_second = dataclasses.replace(
-        load_profile("cpu-tiny"), fitted=FittedStepTime(1.0, 0.0, 0.0, 0.0, 0.0, 0.0), host=elsewhere
+        load_profile("cpu-tiny"), fitted=FittedStepTime(1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1e-6), host=elsewhere
     )
     target, draft = tiny_pair
     cfg = rv.VLLMBackendConfig(model=target, draft_model=draft, **ENGINE)
@@ -350,10 +351,17 @@ def test_step_time_vs_profile_compares_measured_steps_with_the_reference(tiny_pa
         assert b.host_mismatch == elsewhere.differences(fp) and any(d.startswith("CPU ") for d in b.host_mismatch)
         assert "was fitted on another kind of host" in caplog.text
         assert b.step_time_vs_profile is None  # nothing ran yet
-        snaps = run(b, workload(12, rate=20.0, seed=5), lambda i: Action(k=2) if i == 0 else None)
+        reqs = workload(12, rate=20.0, seed=5)
+        snaps = run(b, reqs, lambda i: Action(k=2) if i == 0 else None)
         busy = [s for s in snaps if s.num_scheduled_tokens]
-        assert b.predicted_busy_s == pytest.approx(len(busy))
+        assert not any(s.num_preemptions for s in snaps)
+        pairs = sum(r.prompt_len * (r.prompt_len + 1) // 2 for r in reqs)
+        assert b.predicted_busy_s == pytest.approx(len(busy) + 1e-6 * pairs)
         assert b.measured_busy_s == pytest.approx(sum(s.step_time_s for s in busy))
-        assert b.step_time_vs_profile == pytest.approx(b.measured_busy_s / len(busy))
-        again = run(b, workload(3, rate=20.0, seed=6))  # a new episode starts new sums
-        assert b.predicted_busy_s == pytest.approx(sum(1 for s in again if s.num_scheduled_tokens))
+        assert b.step_time_vs_profile == pytest.approx(b.measured_busy_s / b.predicted_busy_s)
+        long = [Request(0, 0.0, 400, 4), Request(1, 0.0, 300, 4)]  # chunked under the 512-token budget
+        again = run(b, long)  # a new episode starts new sums
+        assert sum(1 for s in again if s.num_prefill_tokens) >= 2  # 700 prompt tokens, 512 a step
+        assert b.predicted_busy_s == pytest.approx(
+            sum(1 for s in again if s.num_scheduled_tokens) + 1e-6 * ((400 * 401 + 300 * 301) // 2)
+        )

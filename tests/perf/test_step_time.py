@@ -1,9 +1,12 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 from rlspec.config import ConfigError
 from rlspec.perf.acceptance import AcceptanceConfig, AcceptanceModel, expected_tokens
-from rlspec.perf.step_time import SpeedDrift, StepTimeModel
+from rlspec.perf.profile import FittedStepTime
+from rlspec.perf.step_time import SpeedDrift, StepTimeModel, prefill_attention_pairs
 
 
 def test_expected_tokens_formula():
@@ -93,3 +96,26 @@ def test_speed_drift_scales_the_passes_and_adds_a_fixed_overhead(h100):
 def test_speed_drift_rejects_out_of_range_fields_by_name(field, value):
     with pytest.raises(ConfigError, match=f"speed_drift.{field}"):
         SpeedDrift(**{field: value})
+
+
+@pytest.mark.parametrize(("chunk", "before"), [(1, 0), (5, 0), (3, 2), (64, 100)])
+def test_prefill_attention_pairs_count_the_causal_query_key_pairs(chunk, before):
+    brute = sum(before + j + 1 for j in range(chunk))
+    assert prefill_attention_pairs(chunk, before) == brute
+    # however a prompt is chunked, its chunks score the whole prompt's pairs
+    half = chunk // 2
+    whole = prefill_attention_pairs(before + chunk, 0)
+    assert prefill_attention_pairs(before, 0) + prefill_attention_pairs(half, before) + prefill_attention_pairs(
+        chunk - half, before + half
+    ) == whole
+
+
+def test_a_fitted_prefill_pair_term_charges_prefill_and_leaves_decode_alone(h100):
+    lines = FittedStepTime(0.01, 1e-4, 1e-7, 1e-3, 1e-5, 1e-8)
+    with_pairs = dataclasses.replace(lines, target_per_prefill_pair_s=2e-8)
+    a, b = (StepTimeModel(dataclasses.replace(h100, kind="fitted", fitted=f)) for f in (lines, with_pairs))
+    pairs = prefill_attention_pairs(1024, 0)
+    assert b.iteration(2, 1, 1024, 300, True, prefill_pairs=pairs) == pytest.approx(
+        a.iteration(2, 1, 1024, 300, True) + 2e-8 * pairs
+    )
+    assert b.decode_step(8, 3, 500.0, True) == a.decode_step(8, 3, 500.0, True)

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 from rlspec.control.action import OFFLOAD, Action
 from rlspec.engines.snapshot import DrafterState
 from rlspec.perf.acceptance import AcceptanceConfig
+from rlspec.perf.profile import FittedStepTime
 from rlspec.perf.step_time import SpeedDrift
 from rlspec.sim.config import EngineConfig
 from rlspec.sim.simulator import Simulator
@@ -278,3 +280,23 @@ def test_speed_drift_slows_the_clock_but_not_the_controllers_cost_model(h100):
     assert t1 == pytest.approx([0.001 + 2.0 * t for t in t0])
     assert slow.cost.drift == SpeedDrift()  # controllers and features see the profile
     assert slow.records()[0].finish_s > plain.records()[0].finish_s
+
+
+def test_chunked_prompts_are_charged_their_whole_causal_attention(h100):
+    """However the token budget chunks the prompts, a fitted prefill-pair term charges each
+    prompt p(p+1)/2 query-key pairs in all: with 1 s per iteration and 1 us per pair and
+    nothing else, the busy time counts both."""
+    per_pair = 1e-6
+    fitted = FittedStepTime(1.0, 0.0, 0.0, 0.0, 0.0, 0.0, target_per_prefill_pair_s=per_pair)
+    profile = dataclasses.replace(h100, kind="fitted", fitted=fitted, iteration_overhead_s=0.0)
+    prompts = (3000, 700, 90)
+    sim = Simulator(profile, EngineConfig(max_num_batched_tokens=1024), AcceptanceConfig(mean=0.5), seed=0)
+    sim.set_action(Action(k=2))
+    sim.start([Request(i, 0.0, p, 6) for i, p in enumerate(prompts)])
+    busy = []
+    while not sim.finished:
+        s = sim.step()
+        busy += [s.step_time_s] if s.num_scheduled_tokens else []
+        assert s.num_preemptions == 0
+    assert len(busy) > 5  # chunked: 3,790 prompt tokens at 1,024 a step, then decodes
+    assert sum(busy) == pytest.approx(len(busy) + per_pair * sum(p * (p + 1) // 2 for p in prompts))

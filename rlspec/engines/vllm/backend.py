@@ -365,7 +365,8 @@ class VLLMBackend(Backend):
             plan = sched.rlspec_last_plan
             if self._cost is not None and plan is not None:
                 predicted = self._cost.iteration(plan.num_decode_reqs, k, plan.num_prefill_tokens,
-                                                      plan.num_context_tokens, resident)  # fmt: skip
+                                                 plan.num_context_tokens, resident,
+                                                 prefill_pairs=plan.num_prefill_pairs)  # fmt: skip
                 self.measured_busy_s += dt
                 self.predicted_busy_s += predicted
                 if self._profile_clock:

@@ -22,6 +22,8 @@ from typing import Any
 
 from vllm.v1.core.sched.scheduler import Scheduler
 
+from rlspec.perf.step_time import prefill_attention_pairs
+
 
 @dataclass(slots=True)
 class StepPlan:
@@ -34,6 +36,7 @@ class StepPlan:
     num_spec_tokens: int = 0  # draft tokens being verified this step
     num_preempted: int = 0  # requests the scheduler preempted while scheduling
     num_context_tokens: int = 0  # cached tokens the scheduled requests attend (summed)
+    num_prefill_pairs: int = 0  # query-key pairs of the prefill chunks (`prefill_attention_pairs`)
     # request id -> num_computed_tokens before this step (for drafter-KV staleness)
     computed_before: dict[str, int] = field(default_factory=dict)
 
@@ -116,4 +119,5 @@ class RLSpecScheduler(Scheduler):
                 plan.num_decode_reqs += 1
             else:
                 plan.num_prefill_tokens += n
+                plan.num_prefill_pairs += prefill_attention_pairs(n, before)
         return plan
