@@ -17,9 +17,11 @@ The load levels below suit the host `cpu-tiny` was fitted on (saturation ~2 req/
 runs at the dtype the profile was fitted at. A live run refuses a profile whose recorded host
 differs from this machine (`rlspec.perf.host`): it would measure the CPU, not the simulator.
 `--live-from` takes the live side of every point from an earlier result instead of running
-the engine: after a change to the simulator or to the profile's acceptance (not its step
-costs, which the goodput controller's live decisions depend on), the simulated side is redone
-against the same live episodes (~20 s instead of ~25 min).
+the engine: after a change to the simulator or to the profile's acceptance, the simulated
+side is redone against the same live episodes (~20 s instead of ~25 min). After a change to
+the profile's step costs only the static controllers can be redone so (`--controllers
+static:0,static:3`): their live episodes do not depend on the costs, the goodput
+controller's decisions do.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def plot(points: list[dict], path: Path) -> None:
         pts = [p for p in points if p["workload"] == w]
         for j, (key, label) in enumerate(cols):
             ax = axes[i][j]
-            for c in CONTROLLERS:
+            for c in dict.fromkeys(p["controller"] for p in pts):
                 cp = sorted((p for p in pts if p["controller"] == c), key=lambda p: p["offered_rate"])
                 x = [p["offered_rate"] for p in cp]
                 ax.plot(x, [p["live"][key] for p in cp], "-o", color=colors[c], label=f"{c} live")
@@ -163,16 +165,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sim-only", action="store_true", help="no live engine (choosing rates)")
     ap.add_argument("--live-from", default=None, metavar="JSON",
                     help="take the live side from this earlier result (same workloads) instead of the engine")  # fmt: skip
+    ap.add_argument("--controllers", default=",".join(CONTROLLERS),
+                    help=f"a subset of {CONTROLLERS} (with --live-from and changed step costs: the static ones)")  # fmt: skip
     ap.add_argument("--out", default="fidelity")
     args = ap.parse_args(argv)
+    controllers = args.controllers.split(",")
+    if unknown := [c for c in controllers if c not in CONTROLLERS]:
+        raise SystemExit(f"--controllers: unknown {unknown}; allowed: {CONTROLLERS}")
     args.load_scale = parse_load_scale(args.load_scale, args.profile)
     requests = parse_requests(args.requests, [w.name for w in WORKLOADS])
     stored = _stored_live(Path(args.live_from), args.profile) if args.live_from else None
 
     prof = load_profile(args.profile)
-    if stored is not None and stored["fitted"] != (prof.fitted.__dict__ if prof.fitted else None):
+    costs_changed = stored is not None and stored["fitted"] != (prof.fitted.__dict__ if prof.fitted else None)
+    if costs_changed and (cost_driven := [c for c in controllers if not c.startswith("static:")]):
         raise SystemExit(f"--live-from {args.live_from}: its profile's step costs differ from {args.profile!r}'s "
-                         "now; the live goodput runs depend on them: re-run live")  # fmt: skip
+                         f"now; the live runs of {cost_driven} depend on them: re-run live, or re-simulate "
+                         "only --controllers static:0,static:3")  # fmt: skip
     profile_path = Path(args.profile) if Path(args.profile).suffix else ROOT / f"rlspec/perf/profiles/{args.profile}.yaml"
     chosen = [w for w in WORKLOADS if w.name in args.workloads.split(",")]
     if args.values:
@@ -195,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             for v in w.values:
                 sc = ctx.match(w.variant(v))
                 rate = offered_rate(sc)
-                for c in CONTROLLERS:
+                for c in controllers:
                     sim = ctx.run_sim(sc, c)
                     if stored is not None:
                         live = stored["live"][(w.name, v, c)]
@@ -252,11 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         "acceptance_model": ctx.acceptance.__dict__ if ctx.acceptance else None,
         "acceptance_by_workload": {w.name: (a.__dict__ if (a := ctx.acceptance_of(w.variant(w.values[0]))) else None)
                                    for w in chosen},  # fmt: skip
-        "controllers": CONTROLLERS,
+        "controllers": controllers,
         "workloads": {w.name: {"scenario": str(Path(w.scenario).relative_to(ROOT)), "knob": w.knob,
                                "values": list(w.values), "requests": w.requests} for w in chosen},
         "live": not args.sim_only,
-        "live_from": None if stored is None else {"path": args.live_from, "wall_s": stored["wall_s"]},
+        "live_from": None if stored is None else {"path": args.live_from, "wall_s": stored["wall_s"],
+                                                  "live_profile_fitted": stored["fitted"]},  # fmt: skip
         "sim_seeds": args.sim_seeds,
         "mean_latency_mape": s["mean_latency_mape"],
         "acceptance_abs_error": s["acceptance_abs_error"],

@@ -304,7 +304,11 @@ def fidelity(d: dict, stem: str | None = None) -> list[str]:
         f"live and in the simulator (same KV capacity: {d['engine']['kv_tokens']:,} tokens in blocks of "
         f"{d['engine']['block_size']}, same engine limits, acceptance measured on the pair; simulator = mean of "
         f"{d['sim_seeds']} seeds). Errors are |sim - live| / live per point, averaged over "
-        f"{s['all']['points']} points (workloads x load levels x `{'`, `'.join(d['controllers'])}`).",
+        f"{s['all']['points']} points (workloads x load levels x `{'`, `'.join(d['controllers'])}`)."
+        + (f" The live side is `{d['live_from']['path']}`'s episodes, re-simulated with this fit of the profile"
+           + (" (the episodes ran beside an earlier fit; the static controllers' episodes do not depend on it)."
+              if d["live_from"].get("live_profile_fitted") not in (None, d["profile_fitted"]) else ".")
+           if d.get("live_from") else ""),  # fmt: skip
         "",
         "| scope | mean latency MAPE | p99 MAPE | throughput MAPE | TTFT p50 MAPE | sim bias (mean lat) | acceptance abs error |",
         "|---|---|---|---|---|---|---|",
@@ -605,6 +609,9 @@ SECTIONS = [
     ("fidelity-cpu-tiny-avx512", fidelity),
     ("fidelity-cpu-tiny-amx", fidelity),
     ("fidelity-cpu-tiny-amx-run2", functools.partial(fidelity, stem="fidelity-cpu-tiny-amx-run2")),
+    *((stem, functools.partial(fidelity, stem=stem)) for stem in (
+        "fidelity-cpu-tiny-amx-resim", "fidelity-cpu-tiny-amx-resim-run2",
+        "fidelity-cpu-tiny-amx-prefill", "fidelity-cpu-tiny-amx-prefill-run2")),
     ("sim_to_real", sim_to_real),
     ("sim_to_real-cpu-tiny-avx2", sim_to_real),
     ("sim_to_real-cpu-tiny-avx512", sim_to_real),
