@@ -286,6 +286,11 @@ def _hosts(d: dict) -> list[str]:
                else "a host it does not record.") + scale, ""]  # fmt: skip
 
 
+def _refit(d: dict) -> bool:
+    """A fidelity result whose live side ran beside another fit of its profile."""
+    return d.get("live_from") is not None and d["live_from"].get("live_profile_fitted") not in (None, d["profile_fitted"])
+
+
 def fidelity(d: dict, stem: str | None = None) -> list[str]:
     """One sweep; `stem` names its result when it is a repeat of the profile's first sweep."""
     s = d["summary"]
@@ -307,7 +312,7 @@ def fidelity(d: dict, stem: str | None = None) -> list[str]:
         f"{s['all']['points']} points (workloads x load levels x `{'`, `'.join(d['controllers'])}`)."
         + (f" The live side is `{d['live_from']['path']}`'s episodes, re-simulated with this fit of the profile"
            + (" (the episodes ran beside an earlier fit; the static controllers' episodes do not depend on it)."
-              if d["live_from"].get("live_profile_fitted") not in (None, d["profile_fitted"]) else ".")
+              if _refit(d) else ".")
            if d.get("live_from") else ""),  # fmt: skip
         "",
         "| scope | mean latency MAPE | p99 MAPE | throughput MAPE | TTFT p50 MAPE | sim bias (mean lat) | acceptance abs error |",
@@ -326,7 +331,8 @@ def fidelity(d: dict, stem: str | None = None) -> list[str]:
         f"episodes (max {d['other_load_cores_max']:.2f}; the machine is shared)."
         + (f" Live steps took {d['step_time_vs_profile_mean']:.2f}x the time "
            + (f"profile `{d['step_time_reference']}`" if d.get("step_time_reference", d["profile"]) != d["profile"]
-              else "the profile") + " predicts for the same iterations." if d.get("step_time_vs_profile_mean") else ""),
+              else "the earlier fit" if _refit(d) else "the profile") + " predicts for the same iterations."
+           if d.get("step_time_vs_profile_mean") else ""),
         "",
         "| workload | load | controller | live mean / p99 s | sim mean / p99 s | live / sim tok/s | live / sim acceptance |",
         "|---|---|---|---|---|---|---|",
