@@ -119,7 +119,8 @@ def default_plan(
     repeats: int | None = None,
 ) -> MeasurementPlan:
     """Batch sizes x prompt lengths, each decoding through k = 0..k_max and offloaded,
-    plus streams of mixed requests at a few static k. `quick` is a small plan for tests."""
+    prefill probes (`prefill_shapes`), and streams of mixed requests at a few static k.
+    `quick` is a small plan for tests."""
     steps = 3 if quick else 5
     schedule = tuple((k, steps) for k in range(k_max + 1)) + ((OFF, steps),)
     out_len = sum((k + 1) * steps for k in range(k_max + 1)) + 2 * steps + 8
