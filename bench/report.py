@@ -627,6 +627,7 @@ SECTIONS = [
     ("sim_to_real-azure120", functools.partial(sim_to_real, stem="sim_to_real-azure120")),
     ("sim_to_real-cpu-tiny-avx512-pooled", sim_to_real_pooled),
     ("sim_to_real-cpu-tiny-amx-pooled", sim_to_real_pooled),
+    ("sim_to_real-cpu-tiny-amx-refit", functools.partial(sim_to_real, stem="sim_to_real-cpu-tiny-amx-refit")),
     ("engine_slots-cpu-tiny-amx", engine_slots),
     ("drift_robustness", drift_robustness),
 ]
