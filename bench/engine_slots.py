@@ -52,8 +52,8 @@ KEYS = ("mean_latency_s", "step_time_vs_profile")
 
 def engine_weight_bytes(profile: str) -> int:
     """One engine's weights as it holds them: target and drafter at the profile's dtype."""
-    p = load_profile(ROOT / f"rlspec/perf/profiles/{profile}.yaml")
-    return int(p.target.params * p.target.dtype_bytes + p.draft.params * p.draft.dtype_bytes)
+    p = load_profile(profile)
+    return int(p.target.weight_bytes + p.draft.weight_bytes)
 
 
 class BetweenTurns:

@@ -614,9 +614,8 @@ SECTIONS = [
     ("fidelity-cpu-tiny-avx2", fidelity),
     ("fidelity-cpu-tiny-avx512", fidelity),
     ("fidelity-cpu-tiny-amx", fidelity),
-    ("fidelity-cpu-tiny-amx-run2", functools.partial(fidelity, stem="fidelity-cpu-tiny-amx-run2")),
     *((stem, functools.partial(fidelity, stem=stem)) for stem in (
-        "fidelity-cpu-tiny-amx-resim", "fidelity-cpu-tiny-amx-resim-run2",
+        "fidelity-cpu-tiny-amx-run2", "fidelity-cpu-tiny-amx-resim", "fidelity-cpu-tiny-amx-resim-run2",
         "fidelity-cpu-tiny-amx-prefill", "fidelity-cpu-tiny-amx-prefill-run2")),
     ("sim_to_real", sim_to_real),
     ("sim_to_real-cpu-tiny-avx2", sim_to_real),
