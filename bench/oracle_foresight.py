@@ -1,6 +1,7 @@
 """How much of the lookahead oracle's margin is foresight of the luck?
 
     python bench/oracle_foresight.py [--profile cpu-tiny-avx512] [--seeds 3] [--luck-draws 2] [--workers 2]
+        [--requests azure-code=120]
 
 The sim-to-real target asks a policy that sees only features to beat the best analytical
 controller on the live engine. The lookahead oracle (rlspec/oracle.py) bounds what any
@@ -28,7 +29,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import ROOT, repo_path, write_result
+from common import ROOT, parse_requests, repo_path, write_result
 from sim_to_real import ANALYTICAL, WORKLOADS, kv_pool_of, load_scale, run_dir_of
 from tqdm import tqdm
 
@@ -68,14 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy", default=None, help="default: checkpoints/<profile>-oracle-ppo")
     ap.add_argument("--seeds", type=int, default=3, help="engine seeds per point (paired across controllers)")
     ap.add_argument("--luck-draws", type=int, default=2, help="fresh luck draws per decision of the blind oracle")
-    ap.add_argument("--requests", type=int, default=40, help="per episode, as in the live sweep")
+    ap.add_argument("--requests", default="40",
+                    help="requests per episode, as in the live sweep: N, or name=N,... per workload (others 40)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default=None, help="results/NAME.json (default: oracle_foresight-<profile>)")
     args = ap.parse_args(argv)
-    if args.seeds < 1 or args.luck_draws < 1 or args.workers < 1 or args.requests < 1:
-        raise SystemExit("--seeds, --luck-draws, --requests and --workers must be >= 1")
+    if args.seeds < 1 or args.luck_draws < 1 or args.workers < 1:
+        raise SystemExit("--seeds, --luck-draws and --workers must be >= 1")
+    requests = parse_requests(args.requests, [w.name for w in WORKLOADS])
     policy = Path(args.policy or run_dir_of(args.profile)).resolve()
     scale = load_scale(args.profile)
-    jobs = [(args.profile, Workload(w.name, w.scenario, w.knob, w.values, args.requests), round(v * scale, 4),
+    jobs = [(args.profile, Workload(w.name, w.scenario, w.knob, w.values, requests[w.name]), round(v * scale, 4),
              args.seeds, args.luck_draws, str(policy)) for w in WORKLOADS for v in w.values]  # fmt: skip
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
@@ -91,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     for scope, row in summary.items():
         print(f"{scope:>10}: " + ", ".join(f"{c} {row[c]:.3f}" for c in ("policy", *ORACLES)))
-    write_result(f"oracle_foresight-{args.profile}", {
+    write_result(args.out or f"oracle_foresight-{args.profile}", {
         "profile": args.profile, "policy": repo_path(policy), "load_scale": scale, "seeds": args.seeds,
-        "requests": args.requests, "luck_draws": args.luck_draws,
+        "requests": requests, "luck_draws": args.luck_draws,
         "oracle": {"horizon_s": OracleConfig().horizon_s, "horizon_steps": OracleConfig().horizon_steps,
                    "base": OracleConfig().base},
         "mean_vs_best": summary, "points": points, "wall_s": round(time.perf_counter() - t0, 1),

@@ -498,6 +498,13 @@ def oracle_labels(d: dict) -> list[str]:
     return [*out, ""]
 
 
+def _requests(requests: int | dict[str, int]) -> str:
+    """Requests per episode: one count (results before per-workload counts) or one per workload."""
+    if isinstance(requests, int):
+        return f"{requests} requests"
+    return ", ".join(f"{n} {w}" for w, n in requests.items()) + " requests"
+
+
 def oracle_foresight(d: dict) -> list[str]:
     shown = ["goodput", "static:3", "latency-model", "policy", "oracle", "oracle-luck-blind"]
     out = [
@@ -505,8 +512,8 @@ def oracle_foresight(d: dict) -> list[str]:
         "",
         _env(d),
         "",
-        f"The sim-to-real sweep's points in the matched simulator (load x{d['load_scale']:g}, {d['requests']} "
-        f"requests per episode, {d['seeds']} engine seeds paired across controllers). Mean latency over the best "
+        f"The sim-to-real sweep's points in the matched simulator (load x{d['load_scale']:g}, {_requests(d['requests'])} "
+        f"per episode, {d['seeds']} engine seeds paired across controllers). Mean latency over the best "
         "analytical controller's at each point (< 1: better than all six). *oracle*: the lookahead oracle with "
         "perfect information (the DAgger teacher); *oracle-luck-blind*: the same arrivals foreseen, but every "
         f"decision's rollouts meet {d['luck_draws']} fresh draws of the undecided luck (which drafts the target "
@@ -607,6 +614,7 @@ SECTIONS = [
     ("headroom", headroom),
     ("oracle_labels", oracle_labels),
     ("oracle_foresight-cpu-tiny-avx512", oracle_foresight),
+    ("oracle_foresight-cpu-tiny-amx", oracle_foresight),
     ("live_tradeoff", live_tradeoff),
     ("live_curves", live_curves),
     ("serve_bench", serve_bench),
