@@ -354,7 +354,7 @@ def sim_to_real(d: dict, stem: str | None = None) -> list[str]:
     profile = d.get("profile", "cpu-tiny")
     title = "" if profile == "cpu-tiny" else f", profile `{profile}`"
     if stem is not None:
-        title += f", policy `{d['policy']}`"
+        title += f", policy `{d['policy']}`, `results/{stem}.json`"
     stem = stem or ("sim_to_real" if profile == "cpu-tiny" else f"sim_to_real-{profile}")
     out = [
         f"## A policy trained only in the calibrated simulator, on the live engine (`bench/sim_to_real.py`{title})",
@@ -534,7 +534,8 @@ def sim_to_real_pooled(d: dict) -> list[str]:
     labels = {"live": "live, raw", "live_paired": "live, paired", "live_adjusted": "live, speed-adjusted",
               "sim": "simulator"}  # fmt: skip
     runs = ", ".join(f"`{r}`" for r in d["pooled_from"])
-    out = [f"## The simulator-trained policy on the live engine, {d['runs']} runs pooled (profile `{d['profile']}`)",
+    out = [f"## The simulator-trained policy on the live engine, {d['runs']} runs pooled (profile `{d['profile']}`, "
+           f"policy `{d['policy']}`)",
            "",
            f"`python bench/sim_to_real.py pool` over {runs}: the same policy (`{d['policy']}`), requests and "
            "engines-in-turns design, measured again. Per point each controller's policy / controller ratio is "
@@ -634,7 +635,9 @@ SECTIONS = [
     ("sim_to_real-azure120", functools.partial(sim_to_real, stem="sim_to_real-azure120")),
     ("sim_to_real-cpu-tiny-avx512-pooled", sim_to_real_pooled),
     ("sim_to_real-cpu-tiny-amx-pooled", sim_to_real_pooled),
-    ("sim_to_real-cpu-tiny-amx-refit", functools.partial(sim_to_real, stem="sim_to_real-cpu-tiny-amx-refit")),
+    ("sim_to_real-cpu-tiny-amx-refit-pooled", sim_to_real_pooled),
+    *((stem, functools.partial(sim_to_real, stem=stem)) for stem in (
+        "sim_to_real-cpu-tiny-amx-refit", "sim_to_real-cpu-tiny-amx-refit-run2")),
     ("engine_slots-cpu-tiny-amx", engine_slots),
     ("drift_robustness", drift_robustness),
 ]
