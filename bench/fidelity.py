@@ -144,7 +144,8 @@ def _stored_live(path: Path, profile: str) -> dict:
             "host": d.get("host"), "host_differences": d.get("host_differences", []),
             "load_scale": d.get("load_scale", 1.0), "step_time_reference": d.get("step_time_reference") or d["profile"],
             # where and when the live side ran (this run only re-simulates it)
-            "environment": d.get("live_environment", d["environment"])}  # fmt: skip
+            "environment": d.get("live_environment", d["environment"]),
+            "warm_runs": d.get("warm_runs", 0)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="take the live side from this earlier result (same workloads) instead of the engine")  # fmt: skip
     ap.add_argument("--controllers", default=",".join(CONTROLLERS),
                     help=f"a subset of {CONTROLLERS} (with --live-from and changed step costs: the static ones)")  # fmt: skip
+    ap.add_argument("--warm-runs", type=int, default=1,
+                    help="unmeasured serves of each live episode before the measured one, so no controller "
+                         "pays for meeting the point's token counts first (rlspec.calibration.sweep); "
+                         "0: as before 2026-12-06")  # fmt: skip
     ap.add_argument("--out", default="fidelity")
     args = ap.parse_args(argv)
     controllers = args.controllers.split(",")
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = SweepContext.open(chosen[0].variant(chosen[0].values[0]), profile_path,
                             live=not args.sim_only and stored is None, quiet=args.wait_quiet,
                             sim_seeds=args.sim_seeds, allow_host_mismatch=args.allow_host_mismatch,
-                            **(stored["engine"] if stored else {}))  # fmt: skip
+                            warm_runs=args.warm_runs, **(stored["engine"] if stored else {}))  # fmt: skip
     ctx_reference = ctx.live.reference_profile if ctx.live is not None else None
     t0 = time.perf_counter()
     points: list[dict] = []
@@ -268,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "live_from": None if stored is None else {"path": args.live_from, "wall_s": stored["wall_s"],
                                                   "live_profile_fitted": stored["fitted"]},  # fmt: skip
         "sim_seeds": args.sim_seeds,
+        "warm_runs": stored["warm_runs"] if stored else args.warm_runs,
         "mean_latency_mape": s["mean_latency_mape"],
         "acceptance_abs_error": s["acceptance_abs_error"],
         "acceptance_abs_error_pooled": s["acceptance_abs_error_pooled"],

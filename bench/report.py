@@ -286,6 +286,19 @@ def _hosts(d: dict) -> list[str]:
                else "a host it does not record.") + scale, ""]  # fmt: skip
 
 
+def _warmth(d: dict, what: str) -> str:
+    """How warm the live engine was for each measured episode (`warm_runs`; absent: 0)."""
+    n = d.get("warm_runs", 0)
+    if n:
+        return (f" Each live {what} was served {n} time{'s' if n > 1 else ''} unmeasured first, so every measured "
+                "episode met an engine that had built its token counts' GEMM primitives (`bench/shape_warmth.py`).")
+    first = ("the first controller served at a point met its token counts before the others did" if what == "episode"
+             else "each engine met a point's token counts in the first episode it served there (the policy's engine "
+             "in the first group)")
+    return (f" No {what} was served unmeasured first, so {first}; on the AMX Xeon an iteration of a token count "
+            "new to the engine cost 40-100 ms more than one it had met (`bench/shape_warmth.py`).")
+
+
 def _refit(d: dict) -> bool:
     """A fidelity result whose live side ran beside another fit of its profile."""
     return d.get("live_from") is not None and d["live_from"].get("live_profile_fitted") not in (None, d["profile_fitted"])
@@ -310,6 +323,7 @@ def fidelity(d: dict, stem: str | None = None) -> list[str]:
         f"{d['engine']['block_size']}, same engine limits, acceptance measured on the pair; simulator = mean of "
         f"{d['sim_seeds']} seeds). Errors are |sim - live| / live per point, averaged over "
         f"{s['all']['points']} points (workloads x load levels x `{'`, `'.join(d['controllers'])}`)."
+        + _warmth(d, "episode")
         + (f" The live side is `{d['live_from']['path']}`'s episodes, re-simulated with this fit of the profile"
            + (" (the episodes ran beside an earlier fit; the static controllers' episodes do not depend on it)."
               if _refit(d) else ".")
@@ -369,7 +383,7 @@ def sim_to_real(d: dict, stem: str | None = None) -> list[str]:
         "",
         f"Live episodes per controller and point: {d.get('repeats', 1)}"
         + ("" if pr is None else f" (the policy's: {d.get('repeats', 1) * len(pr['groups'])}, one beside each group)")
-        + " (averaged). Requests per episode: "
+        + " (averaged)." + _warmth(d, "episode" if pr is None else "group") + " Requests per episode: "
         + ", ".join(f"{w} {v['requests']}" for w, v in d["workloads"].items())
         + ". Mean k of the policy "
         "and of goodput beside the ratios: where they are equal the two made the same decisions, and "
@@ -607,6 +621,35 @@ def engine_slots(d: dict) -> list[str]:
     return out
 
 
+def shape_warmth(d: dict) -> list[str]:
+    w = d["workload"]
+    out = [
+        f"## What a live CPU engine's first meeting with a token count costs (`bench/shape_warmth.py`, profile `{d['profile']}`)",
+        "",
+        _env(d),
+        "",
+        f"One fresh engine serves the same {w['requests']} requests ({w['name']}, {w['knob']} {w['value']:g}) once per "
+        "controller below, one episode after another, as a fidelity sweep serves a point. vLLM's CPU GEMMs build a "
+        "oneDNN primitive per token count on first use (32 kept per weight shape, 1,024 more in oneDNN): an iteration "
+        "is *new* when no earlier iteration of this engine had its token count. Measured time over what the profile "
+        f"predicts for the same iterations; the simulator's mean over {d['sim_seeds']} seeds beside it.",
+        "",
+        "| episode | controller | live mean latency s | sim mean latency s | steps / profile | "
+        "prefill new | prefill seen | decode new | decode seen |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    def cell(kinds: dict, name: str) -> str:
+        v = kinds.get(name)
+        return "-" if v is None else f"{v['iterations']} at {v['vs_profile']:.2f}x"
+
+    for e in d["episodes"]:
+        k = e["kinds"]
+        out.append(f"| {e['episode']} | {e['controller']} | {e['live_mean_latency_s']:.3f} | "
+                   f"{e['sim_mean_latency_s']:.3f} | {e['step_time_vs_profile']:.3f} | {cell(k, 'prefill, new')} | "
+                   f"{cell(k, 'prefill, seen')} | {cell(k, 'decode, new')} | {cell(k, 'decode, seen')} |")  # fmt: skip
+    return [*out, ""]
+
+
 SECTIONS = [
     ("sim_speed", sim_speed),
     ("paper_findings", paper_findings),
@@ -637,8 +680,10 @@ SECTIONS = [
     ("sim_to_real-cpu-tiny-amx-pooled", sim_to_real_pooled),
     ("sim_to_real-cpu-tiny-amx-refit-pooled", sim_to_real_pooled),
     *((stem, functools.partial(sim_to_real, stem=stem)) for stem in (
-        "sim_to_real-cpu-tiny-amx-refit", "sim_to_real-cpu-tiny-amx-refit-run2")),
+        "sim_to_real-cpu-tiny-amx-refit", "sim_to_real-cpu-tiny-amx-refit-run2",
+        "sim_to_real-cpu-tiny-amx-refit-warm-azure")),
     ("engine_slots-cpu-tiny-amx", engine_slots),
+    ("shape_warmth-cpu-tiny-amx", shape_warmth),
     ("drift_robustness", drift_robustness),
 ]
 

@@ -350,13 +350,13 @@ def evaluate_live(args: argparse.Namespace) -> int:
         analytical_groups(args.engines)  # validate before the engines start
     ctx = open_context(args.profile, chosen[0].variant(chosen[0].values[0]), live=not args.sim_only,
                        engines=args.engines, quiet=args.wait_quiet, sim_seeds=args.sim_seeds,
-                       allow_host_mismatch=args.allow_host_mismatch)  # fmt: skip
+                       allow_host_mismatch=args.allow_host_mismatch, warm_runs=args.warm_runs)  # fmt: skip
     t0 = time.perf_counter()
     name = args.out or result_name(args.profile)
     partial = RESULTS / f"{name}.partial.json"
     settings = {"policy": str(Path(args.policy).resolve()), "profile": args.profile, "requests": requests,
                 "engines": args.engines, "repeats": args.repeats, "sim_seeds": args.sim_seeds,
-                "workloads": {w.name: list(w.values) for w in chosen}}  # fmt: skip
+                "warm_runs": args.warm_runs, "workloads": {w.name: list(w.values) for w in chosen}}  # fmt: skip
     points, earlier_log = resumed_points(partial, settings) if args.resume else ([], [])
     done = {(p["workload"], p["value"]) for p in points}
     try:
@@ -496,6 +496,7 @@ def evaluate_live(args: argparse.Namespace) -> int:
         "repeat_spread_median": s["repeat_spread_median"],
         "step_time_vs_profile_mean": s["step_time_vs_profile_mean"],
         "engines": args.engines,
+        "warm_runs": args.warm_runs,
         "paired": None if pr is None else {
             "how": (f"{args.engines} live engines taking turns one iteration at a time "
                     "(rlspec.calibration.interleave): the policy beside each group of analytical controllers, "
@@ -574,6 +575,10 @@ def main(argv: list[str] | None = None) -> int:
                         "controllers one after another")  # fmt: skip
     e.add_argument("--repeats", type=int, default=1,
                    help="live episodes per controller and point, averaged (same requests)")  # fmt: skip
+    e.add_argument("--warm-runs", type=int, default=1,
+                   help="unmeasured serves of each live episode (group) before the measured one, so every "
+                        "engine has met the point's token counts (rlspec.calibration.sweep); 0: as before "
+                        "2026-12-06")  # fmt: skip
     e.add_argument("--out", default=None, metavar="NAME",
                    help="results/NAME.json (default: sim_to_real[-P]); another live run of one policy "
                         "keeps the first")  # fmt: skip

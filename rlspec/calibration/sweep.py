@@ -4,6 +4,14 @@ One live engine serves every point; each point is a matched scenario (`matching.
 the live engine and the simulator get the same requests, engine limits and KV capacity.
 On a shared machine each live episode can wait for the CPU to be quiet and is re-run if
 another process took more than `quiet` cores meanwhile; the load is recorded either way.
+
+vLLM's CPU GEMMs (oneDNN, `vllm/model_executor/layers/utils.py`) build a primitive for each
+token count M the first time they meet it, and keep only the last 32 per weight shape (plus
+oneDNN's own cache of 1,024): on the AMX Xeon a prefill step of a new M costs 40-100 ms more than one of an M met before
+(notes/calibration.md section 22). Controllers served in turn on one engine would rank by who
+met a point's prefill shapes first, so `warm_runs` serves each live episode that many times
+unmeasured before the measured one: every controller then meets the engine warm for its own
+shapes, as a GPU engine is after CUDA-graph capture and as calibration measured it.
 The simulator's answer is the mean over a few engine seeds (its acceptance draws are
 random); the live engine gives one sample per point.
 """
@@ -86,6 +94,11 @@ class SweepContext:
     drift_tolerance: float = 1.25  # live / profile step time beyond which a run is flagged
     host: Any = None  # HostFingerprint of the machine the live engine runs on (None: simulation only)
     host_differences: list[str] = field(default_factory=list)  # this host vs the profile's (allowed)
+    warm_runs: int = 0  # unmeasured serves of each live episode before the measured one
+
+    def __post_init__(self) -> None:
+        if self.warm_runs < 0:
+            raise ValueError(f"warm_runs: {self.warm_runs!r} must be >= 0")
 
     @classmethod
     def open(cls, scenario: Scenario, profile: str | Path, live: bool = True, engines: int = 1,
@@ -149,12 +162,17 @@ class SweepContext:
         """One live episode. With `quiet` set: wait for a quiet CPU first, abort the episode
         as soon as another process takes more than `2 * quiet + 0.2` cores over a 2-s
         window, and re-run it if others used more than `quiet` cores on average (up to
-        `retries` times; the last try is kept either way, its load recorded)."""
+        `retries` times; the last try is kept either way, its load recorded). The
+        `warm_runs` unmeasured serves of the same episode come first."""
         from rlspec.calibration.quiet import OtherLoad, wait_quiet
 
         seed = scenario.seed if seed is None else seed
         requests = scenario.requests(seed)
         waited = 0.0
+        t_warm = time.perf_counter()
+        for _ in range(self.warm_runs):
+            tallied_episode(self.live, make_controller(controller, self.baselines), requests, scenario)
+        warm_s = time.perf_counter() - t_warm
         for attempt in range(self.retries + 1):
             if self.quiet is not None:
                 waited += wait_quiet(self.quiet, self.quiet_timeout_s)
@@ -175,14 +193,16 @@ class SweepContext:
         self._check_drift(scenario, controller, extra["step_time_vs_profile"])
         return {**_metrics(m), **extra, "other_load_cores": round(load.cores, 3),
                 "attempts": attempt + 1, "waited_s": round(waited, 1),
-                "wall_s": round(time.perf_counter() - t0, 2)}  # fmt: skip
+                "wall_s": round(time.perf_counter() - t0, 2),
+                "warm_runs": self.warm_runs, "warm_s": round(warm_s, 2)}  # fmt: skip
 
     def run_live_together(self, scenario: Scenario, controllers: Sequence[str],
                           seed: int | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
         """One live episode per controller, the engines taking turns one iteration at a time
         (`interleave.py`), so every controller meets the host at the same speed. With `quiet`
         set: wait for a quiet CPU first and re-run the group if other processes used more than
-        `quiet` cores meanwhile (up to `retries` times; the last try is kept either way)."""
+        `quiet` cores meanwhile (up to `retries` times; the last try is kept either way). The
+        group is served `warm_runs` times unmeasured first, each engine its own episode."""
         from rlspec.calibration.interleave import Job
         from rlspec.calibration.quiet import wait_quiet
 
@@ -193,6 +213,10 @@ class SweepContext:
         seed = scenario.seed if seed is None else seed
         jobs = [Job(scenario, c, seed) for c in controllers]
         waited = 0.0
+        t_warm = time.perf_counter()
+        for _ in range(self.warm_runs):
+            self.together.run(jobs, self.baselines)
+        warm_s = time.perf_counter() - t_warm
         for attempt in range(self.retries + 1):
             if self.quiet is not None:
                 waited += wait_quiet(self.quiet, self.quiet_timeout_s)
@@ -206,7 +230,8 @@ class SweepContext:
         for c, (m, extra) in zip(controllers, results, strict=True):
             self._check_drift(scenario, c, extra["step_time_vs_profile"])
             out[c] = {**_metrics(m), **extra, "other_load_cores": round(others, 3), "attempts": attempt + 1,
-                      "waited_s": round(waited, 1), "wall_s": wall, "together": list(controllers)}  # fmt: skip
+                      "waited_s": round(waited, 1), "wall_s": wall, "together": list(controllers),
+                      "warm_runs": self.warm_runs, "warm_s": round(warm_s, 2)}  # fmt: skip
         return out
 
     def _check_drift(self, scenario: Scenario, controller: str, ratio: float | None) -> None:

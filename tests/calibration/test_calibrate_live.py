@@ -105,11 +105,12 @@ def _sweep_against(prof, path, target: str, draft: str) -> None:
         workload=dataclasses.replace(w, rate=4.0, duration_s=2.0, prompt=dataclasses.replace(w.prompt, max=64),
                                      output=dataclasses.replace(w.output, max=16)),
     )  # fmt: skip
-    ctx = SweepContext.open(sc, path)
+    ctx = SweepContext.open(sc, path, warm_runs=1)
     try:
         assert ctx.host_differences == []
         assert ctx.live.config.dtype == "float32" and ctx.live.reference_profile == prof.name == "cpu-test"
         out = ctx.run_live(ctx.match(sc), "static:2")
         assert out["completed"] == len(sc.requests()) and out["step_time_vs_profile"] > 0
+        assert out["warm_runs"] == 1 and out["warm_s"] > 0  # the episode was served once unmeasured first
     finally:
         ctx.close()

@@ -106,3 +106,28 @@ def test_memory_check_counts_the_pool_once(pool):
     too_many = int(_proc_kb("/proc/meminfo", "MemAvailable") / rss) + 2
     with pytest.raises(MemoryError, match=f"{too_many} engines need .* KV pool included"):
         pool._check_memory(too_many)
+
+
+def test_warm_runs_serve_the_group_unmeasured_first_and_change_nothing_reported(pool, scenario):
+    from rlspec.calibration.sweep import METRICS, SweepContext
+
+    served: list[list[str]] = []
+
+    class CountingPool:  # the real pool, its groups recorded
+        def run(self, jobs, baselines=None):
+            served.append([j.controller for j in jobs])
+            return pool.run(jobs, baselines)
+
+    def sweep(warm_runs: int) -> SweepContext:
+        return SweepContext(Path("profile.yaml"), 32, 100, None, together=CountingPool(), warm_runs=warm_runs)
+
+    group = ["goodput", "static:0"]
+    cold = sweep(0).run_live_together(scenario, group)
+    warm = sweep(2).run_live_together(scenario, group)
+    assert served == [group] * 4  # one measured group cold; two unmeasured, then one measured, warm
+    reported = (*METRICS, "iterations", "drafted", "accepted", "busy_s")
+    for c in group:
+        assert (cold[c]["warm_runs"], warm[c]["warm_runs"]) == (0, 2)
+        assert cold[c]["warm_s"] < warm[c]["warm_s"]
+        # the profile clock replays an episode exactly: warming changes what is measured only on the wall clock
+        assert [warm[c][k] for k in reported] == [cold[c][k] for k in reported]

@@ -1,0 +1,129 @@
+"""What a live CPU engine's first meeting with a token count costs, and why live sweeps warm up.
+
+    python bench/shape_warmth.py --profile cpu-tiny-amx --wait-quiet 0.3
+    python bench/shape_warmth.py --profile cpu-tiny-amx --order static:0,static:3,static:3,static:0
+
+vLLM's CPU GEMMs (oneDNN, `vllm/model_executor/layers/utils.py`) build a primitive for each
+token count M the first time they meet it and keep the last 32 per weight shape (oneDNN keeps
+1,024 more). One fresh engine serves one sweep point's requests once per entry of `--order`,
+one episode after another, as a fidelity sweep serves a point's controllers. Every iteration
+is recorded with its token count, so it is *new* (no earlier iteration of this engine had that
+many tokens) or *seen*, and its measured time is set beside what the profile predicts for the
+same iteration. The simulator serves the same requests (its mean over `--sim-seeds`) for each
+controller once. Writes results/NAME.json: per episode the mean latency live and simulated and
+the step time over the profile's, per kind of iteration (decode or prefill, new or seen) the
+count and the seconds measured and predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+from common import ROOT, write_result
+
+sys.path.insert(0, str(ROOT))
+
+import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
+from rlspec.calibration.matching import Tally, tallied_episode  # noqa: E402
+from rlspec.calibration.quiet import OtherLoad, wait_quiet  # noqa: E402
+from rlspec.calibration.sweep import SweepContext, Workload  # noqa: E402
+from rlspec.control.registry import make_controller  # noqa: E402
+from rlspec.perf.profile import load_profile  # noqa: E402
+from rlspec.perf.step_time import StepTimeModel  # noqa: E402
+
+SCENARIOS = {"poisson": ("envs/live/tiny-poisson.yaml", "rate"), "azure-code": ("envs/live/tiny-azure-code.yaml", "rate_scale")}
+
+
+class StepLog(Tally):
+    """A Tally that keeps each busy iteration's shape, time and profile prediction, marking
+    the token counts this engine had not met before (`seen` spans the engine's episodes)."""
+
+    def __init__(self, inner: Any, cost: StepTimeModel, seen: set[int]) -> None:
+        super().__init__(inner)
+        self.cost = cost
+        self.seen = seen
+        self.kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # count, measured, predicted
+
+    def step(self) -> Any:
+        s = super().step()
+        plan = self.inner.engine_handle.scheduler.rlspec_last_plan
+        if s.num_scheduled_tokens and plan is not None:
+            predicted = self.cost.iteration(plan.num_decode_reqs, s.k, plan.num_prefill_tokens,
+                                            plan.num_context_tokens, True,
+                                            prefill_pairs=plan.num_prefill_pairs)  # fmt: skip
+            m = s.num_scheduled_tokens
+            kind = f"{'prefill' if s.num_prefill_tokens else 'decode'}, {'seen' if m in self.seen else 'new'}"
+            self.seen.add(m)
+            row = self.kinds[kind]
+            row[0] += 1
+            row[1] += s.step_time_s
+            row[2] += predicted
+        return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="cpu-tiny-amx")
+    ap.add_argument("--workload", default="azure-code", choices=sorted(SCENARIOS))
+    ap.add_argument("--value", type=float, default=0.38, help="the load knob (rate or rate_scale), as in a sweep")
+    ap.add_argument("--requests", type=int, default=120)
+    ap.add_argument("--order", default="static:3,static:0,static:0,static:3",
+                    help="controllers served one after another on one fresh engine")  # fmt: skip
+    ap.add_argument("--sim-seeds", type=int, default=5)
+    ap.add_argument("--wait-quiet", type=float, default=None, metavar="CORES")
+    ap.add_argument("--out", default=None, metavar="NAME", help="results/NAME.json (default: shape_warmth-P)")
+    args = ap.parse_args(argv)
+    order = args.order.split(",")
+    for c in dict.fromkeys(order):
+        make_controller(c)  # refuse an unknown controller before the engine starts
+    path, knob = SCENARIOS[args.workload]
+    w = Workload(args.workload, str(ROOT / path), knob, (args.value,), args.requests)
+    profile_path = ROOT / f"rlspec/perf/profiles/{args.profile}.yaml"
+    prof = load_profile(profile_path)
+    ctx = SweepContext.open(w.variant(args.value), profile_path, sim_seeds=args.sim_seeds)
+    sc = ctx.match(w.variant(args.value))
+    requests = sc.requests(sc.seed)
+    cost = StepTimeModel(prof)
+    seen: set[int] = set()
+    episodes = []
+    t0 = time.perf_counter()
+    try:
+        sim = {c: ctx.run_sim(sc, c) for c in dict.fromkeys(order)}
+        for i, c in enumerate(order):
+            if args.wait_quiet is not None:
+                wait_quiet(args.wait_quiet, 120.0)
+            log = StepLog(ctx.live, cost, seen)
+            with OtherLoad() as load:
+                m, extra = tallied_episode(log, make_controller(c), requests, sc)
+            kinds = {k: {"iterations": int(n), "measured_s": round(t, 3), "predicted_s": round(p, 3),
+                         "vs_profile": round(t / p, 3)} for k, (n, t, p) in sorted(log.kinds.items())}  # fmt: skip
+            episodes.append({"episode": i, "controller": c, "live_mean_latency_s": m.mean_latency_s,
+                             "sim_mean_latency_s": sim[c]["mean_latency_s"],
+                             "step_time_vs_profile": extra["step_time_vs_profile"], "iterations": extra["iterations"],
+                             "other_load_cores": round(load.cores, 3), "kinds": kinds})  # fmt: skip
+            print(f"episode {i} {c:>9}: mean latency live {m.mean_latency_s:.3f} s, sim {sim[c]['mean_latency_s']:.3f} s; "
+                  f"steps {extra['step_time_vs_profile']:.3f}x the profile; "
+                  + ", ".join(f"{k} {v['iterations']} at {v['vs_profile']:.2f}x" for k, v in kinds.items()),
+                  flush=True)  # fmt: skip
+    finally:
+        ctx.close()
+    write_result(args.out or f"shape_warmth-{args.profile}", {
+        "profile": prof.name,
+        "host": dataclasses.asdict(ctx.host) if ctx.host else None,
+        "workload": {"name": w.name, "scenario": path, "knob": knob, "value": args.value, "requests": args.requests},
+        "order": order,
+        "sim_seeds": args.sim_seeds,
+        "engine": {"block_size": ctx.block_size, "num_kv_blocks": ctx.num_kv_blocks},
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "episodes": episodes,
+    })  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
