@@ -668,7 +668,8 @@ SECTIONS = [
     ("fidelity-cpu-tiny-amx", fidelity),
     *((stem, functools.partial(fidelity, stem=stem)) for stem in (
         "fidelity-cpu-tiny-amx-run2", "fidelity-cpu-tiny-amx-resim", "fidelity-cpu-tiny-amx-resim-run2",
-        "fidelity-cpu-tiny-amx-prefill", "fidelity-cpu-tiny-amx-prefill-run2")),
+        "fidelity-cpu-tiny-amx-prefill", "fidelity-cpu-tiny-amx-prefill-run2",
+        "fidelity-cpu-tiny-amx-warm-azure")),
     ("sim_to_real", sim_to_real),
     ("sim_to_real-cpu-tiny-avx2", sim_to_real),
     ("sim_to_real-cpu-tiny-avx512", sim_to_real),
