@@ -4,16 +4,17 @@ One live engine serves every point; each point is a matched scenario (`matching.
 the live engine and the simulator get the same requests, engine limits and KV capacity.
 On a shared machine each live episode can wait for the CPU to be quiet and is re-run if
 another process took more than `quiet` cores meanwhile; the load is recorded either way.
+The simulator's answer is the mean over a few engine seeds (its acceptance draws are
+random); the live engine gives one sample per point.
 
 vLLM's CPU GEMMs (oneDNN, `vllm/model_executor/layers/utils.py`) build a primitive for each
 token count M the first time they meet it, and keep only the last 32 per weight shape (plus
-oneDNN's own cache of 1,024): on the AMX Xeon a prefill step of a new M costs 40-100 ms more than one of an M met before
-(notes/calibration.md section 22). Controllers served in turn on one engine would rank by who
-met a point's prefill shapes first, so `warm_runs` serves each live episode that many times
-unmeasured before the measured one: every controller then meets the engine warm for its own
-shapes, as a GPU engine is after CUDA-graph capture and as calibration measured it.
-The simulator's answer is the mean over a few engine seeds (its acceptance draws are
-random); the live engine gives one sample per point.
+oneDNN's own cache of 1,024): on the AMX Xeon a prefill step of a new M costs 40-100 ms more
+than one of an M met before (notes/calibration.md section 22). Controllers served in turn on
+one engine would rank by who met a point's prefill shapes first, so `warm_runs` serves each
+live episode that many times unmeasured before the measured one: every controller then meets
+an engine warm for its own shapes, as a GPU engine is after CUDA-graph capture and as
+calibration measured it.
 """
 
 from __future__ import annotations
