@@ -682,7 +682,7 @@ SECTIONS = [
     ("sim_to_real-cpu-tiny-amx-refit-pooled", sim_to_real_pooled),
     *((stem, functools.partial(sim_to_real, stem=stem)) for stem in (
         "sim_to_real-cpu-tiny-amx-refit", "sim_to_real-cpu-tiny-amx-refit-run2",
-        "sim_to_real-cpu-tiny-amx-refit-warm-azure")),
+        "sim_to_real-cpu-tiny-amx-refit-warm-azure", "sim_to_real-cpu-tiny-amx-refit-warm-poisson")),
     ("engine_slots-cpu-tiny-amx", engine_slots),
     ("shape_warmth-cpu-tiny-amx", shape_warmth),
     ("drift_robustness", drift_robustness),
