@@ -22,54 +22,51 @@ import dataclasses
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from common import ROOT, write_result
 
 sys.path.insert(0, str(ROOT))
 
+from fidelity import WORKLOADS  # noqa: E402
+
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.matching import Tally, tallied_episode  # noqa: E402
 from rlspec.calibration.quiet import OtherLoad, wait_quiet  # noqa: E402
-from rlspec.calibration.sweep import SweepContext, Workload  # noqa: E402
+from rlspec.calibration.sweep import SweepContext  # noqa: E402
 from rlspec.control.registry import make_controller  # noqa: E402
 from rlspec.perf.profile import load_profile  # noqa: E402
-from rlspec.perf.step_time import StepTimeModel  # noqa: E402
-
-SCENARIOS = {"poisson": ("envs/live/tiny-poisson.yaml", "rate"), "azure-code": ("envs/live/tiny-azure-code.yaml", "rate_scale")}
 
 
 class StepLog(Tally):
-    """A Tally that keeps each busy iteration's shape, time and profile prediction, marking
-    the token counts this engine had not met before (`seen` spans the engine's episodes)."""
+    """A Tally that sorts each busy iteration by kind, marking the token counts this engine had
+    not met before (`seen` spans the engine's episodes), and sums per kind the time the live
+    backend measured and the time its profile predicts for the same iteration."""
 
-    def __init__(self, inner: Any, cost: StepTimeModel, seen: set[int]) -> None:
+    def __init__(self, inner: Any, seen: set[int]) -> None:
         super().__init__(inner)
-        self.cost = cost
         self.seen = seen
         self.kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # count, measured, predicted
 
     def step(self) -> Any:
+        measured, predicted = self.inner.measured_busy_s, self.inner.predicted_busy_s
         s = super().step()
-        plan = self.inner.engine_handle.scheduler.rlspec_last_plan
-        if s.num_scheduled_tokens and plan is not None:
-            predicted = self.cost.iteration(plan.num_decode_reqs, s.k, plan.num_prefill_tokens,
-                                            plan.num_context_tokens, True,
-                                            prefill_pairs=plan.num_prefill_pairs)  # fmt: skip
+        if s.num_scheduled_tokens:
             m = s.num_scheduled_tokens
             kind = f"{'prefill' if s.num_prefill_tokens else 'decode'}, {'seen' if m in self.seen else 'new'}"
             self.seen.add(m)
             row = self.kinds[kind]
             row[0] += 1
-            row[1] += s.step_time_s
-            row[2] += predicted
+            row[1] += self.inner.measured_busy_s - measured
+            row[2] += self.inner.predicted_busy_s - predicted
         return s
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="cpu-tiny-amx")
-    ap.add_argument("--workload", default="azure-code", choices=sorted(SCENARIOS))
+    ap.add_argument("--workload", default="azure-code", choices=[w.name for w in WORKLOADS])
     ap.add_argument("--value", type=float, default=0.38, help="the load knob (rate or rate_scale), as in a sweep")
     ap.add_argument("--requests", type=int, default=120)
     ap.add_argument("--order", default="static:3,static:0,static:0,static:3",
@@ -81,14 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     order = args.order.split(",")
     for c in dict.fromkeys(order):
         make_controller(c)  # refuse an unknown controller before the engine starts
-    path, knob = SCENARIOS[args.workload]
-    w = Workload(args.workload, str(ROOT / path), knob, (args.value,), args.requests)
+    w = dataclasses.replace(next(w for w in WORKLOADS if w.name == args.workload), values=(args.value,),
+                            requests=args.requests)  # fmt: skip
     profile_path = ROOT / f"rlspec/perf/profiles/{args.profile}.yaml"
     prof = load_profile(profile_path)
     ctx = SweepContext.open(w.variant(args.value), profile_path, sim_seeds=args.sim_seeds)
     sc = ctx.match(w.variant(args.value))
     requests = sc.requests(sc.seed)
-    cost = StepTimeModel(prof)
     seen: set[int] = set()
     episodes = []
     t0 = time.perf_counter()
@@ -97,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, c in enumerate(order):
             if args.wait_quiet is not None:
                 wait_quiet(args.wait_quiet, 120.0)
-            log = StepLog(ctx.live, cost, seen)
+            log = StepLog(ctx.live, seen)
             with OtherLoad() as load:
                 m, extra = tallied_episode(log, make_controller(c), requests, sc)
             kinds = {k: {"iterations": int(n), "measured_s": round(t, 3), "predicted_s": round(p, 3),
@@ -115,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     write_result(args.out or f"shape_warmth-{args.profile}", {
         "profile": prof.name,
         "host": dataclasses.asdict(ctx.host) if ctx.host else None,
-        "workload": {"name": w.name, "scenario": path, "knob": knob, "value": args.value, "requests": args.requests},
+        "workload": {"name": w.name, "scenario": str(Path(w.scenario).relative_to(ROOT)), "knob": w.knob, "value": args.value, "requests": args.requests},
         "order": order,
         "sim_seeds": args.sim_seeds,
         "engine": {"block_size": ctx.block_size, "num_kv_blocks": ctx.num_kv_blocks},
