@@ -1,16 +1,19 @@
 """Fit the step-time model to measured iterations (`rlspec calibrate`).
 
-The fitted model is linear in its six coefficients, so ordinary least squares recovers them
+The fitted model is linear in its eight coefficients, so ordinary least squares recovers them
 from iterations measured over batch sizes, draft lengths, prefill chunks and contexts. Each
 row of the design matrix is what one iteration did (DESIGN section 4):
 
     t = tb + tt*T + tc*C + tp*P                           target pass over T new tokens
-      + n*db + dt*(T + (k-1)*B) + n*dc*C   (resident)     n = max(k, 1) drafter passes
+      + n*db + dt*(T + (n-1)*B) + n*dc*C + q*dq   (resident)
 
-with T = B*(k+1) + prefill tokens, C the cached tokens attended and P the query-key pairs
-the prefill chunks' causal attention scores (quadratic in a chunk's length). `tb` absorbs
-the per-iteration overhead, so fitted profiles carry `iteration_overhead_s: 0`. Samples
-measured before P was recorded (`prefill_pairs` None) fit without it (`tp` = 0).
+with T = B*(k+1) + prefill tokens, C the cached tokens attended, P the query-key pairs
+the prefill chunks' causal attention scores (quadratic in a chunk's length), n the drafter's
+passes (1, and k-1 more when decodes draft) and q 1 when the step proposes drafts
+(`rlspec.perf.step_time.draft_schedule`): a drafting step's fixed cost, told apart from
+db by steps at k = 0 and k >= 1. `tb` absorbs the per-iteration overhead, so fitted
+profiles carry `iteration_overhead_s: 0`. Samples measured before P was recorded
+(`prefill_pairs` None) fit without it (`tp` = 0).
 
 Fitted jointly, target and drafter terms are nearly collinear wherever the drafter is
 resident (both grow with T and C), and only offloaded iterations tell them apart: the
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlspec.perf.profile import FittedStepTime
+from rlspec.perf.step_time import draft_schedule
 
 TARGET_TERMS = (
     "target_base_s",
@@ -35,7 +39,7 @@ TARGET_TERMS = (
     "target_per_context_s",
     "target_per_prefill_pair_s",
 )
-DRAFT_TERMS = ("draft_base_s", "draft_per_token_s", "draft_per_context_s")
+DRAFT_TERMS = ("draft_base_s", "draft_per_token_s", "draft_per_context_s", "draft_propose_s")
 TERMS = TARGET_TERMS + DRAFT_TERMS  # the columns of `design_row`, in order
 PAIRS = TERMS.index("target_per_prefill_pair_s")
 
@@ -67,10 +71,10 @@ def design_row(s: IterationSample) -> list[float]:
     tokens = s.decode_reqs * (s.k + 1) + s.prefill_tokens
     target = [1.0, tokens, s.context, float(s.prefill_pairs or 0)]
     if not s.drafter_resident:
-        return target + [0.0, 0.0, 0.0]
-    passes = max(s.k, 1)
-    extra = (s.k - 1) * s.decode_reqs if s.k > 1 else 0
-    return target + [passes, tokens + extra, passes * s.context]
+        return target + [0.0] * len(DRAFT_TERMS)
+    chained, proposes = draft_schedule(s.decode_reqs, s.k)
+    passes = 1 + chained
+    return target + [passes, tokens + chained * s.decode_reqs, passes * s.context, float(proposes)]
 
 
 def fit_step_time(samples: Sequence[IterationSample], relative: bool = False) -> FitReport:

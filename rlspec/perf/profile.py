@@ -67,6 +67,12 @@ class FittedStepTime:
     target's prefill chunks add `per_prefill_pair` per query-key pair their causal
     attention scores (`rlspec.perf.step_time.prefill_attention_pairs`); profiles fitted
     before it was measured carry 0: the step time they were fitted with.
+
+    A step that proposes drafts (k >= 1) also pays `draft_propose_s` once, beyond its drafter
+    passes: sampling the drafts and preparing the proposer's inputs. Without it a line
+    through the passes charges k = 1 too little and k = 4 too much (the AMX Xeon's drafter
+    measured 1.12-1.16x its charge at k = 1 and 0.92-0.98x at k = 4; notes/calibration.md
+    section 23); profiles fitted before it carry 0.
     """
 
     target_base_s: float
@@ -76,6 +82,7 @@ class FittedStepTime:
     draft_per_token_s: float
     draft_per_context_s: float
     target_per_prefill_pair_s: float = 0.0
+    draft_propose_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in self.__dataclass_fields__:

@@ -4,7 +4,8 @@ analytical controller, so that the comparison between them is fair (DESIGN secti
 An iteration is one target forward over all scheduled tokens (B*(k+1) verify tokens plus
 any prefill chunk) and, while the drafter is resident, its sequential passes: the first
 over the step's new tokens (it keeps the drafter's KV current, which is why an idle
-resident drafter still costs time at k=0), then k-1 single-token passes.
+resident drafter still costs time at k=0), then k-1 single-token passes; a fitted profile
+adds a fixed proposal cost to each step that drafts (`draft_schedule`).
 Each pass is roofline-bound: weights and KV streamed from memory vs GEMM FLOPs.
 
 A prefill chunk's causal attention is quadratic in its length: a chunk of c tokens after
@@ -55,6 +56,16 @@ def prefill_attention_pairs(chunk: int, before: int) -> int:
     return chunk * before + chunk * (chunk + 1) // 2
 
 
+def draft_schedule(decode_reqs: int, k: int) -> tuple[int, bool]:
+    """The resident drafter's work in an iteration beyond its first pass: how many
+    single-token passes follow it, and whether the step proposes drafts (pays the fixed
+    proposal cost). Shared with the fit (`rlspec.perf.fit.design_row`), so the coefficients
+    are fitted on exactly the accounting that charges them."""
+    if not decode_reqs:
+        return 0, False
+    return max(k - 1, 0), k >= 1
+
+
 class StepTimeModel:
     """Seconds per forward pass and per iteration for one Profile.
 
@@ -69,6 +80,7 @@ class StepTimeModel:
         bw = hw.mem_bandwidth * hw.bandwidth_efficiency
         flops = hw.peak_flops * hw.compute_efficiency
         self._fitted = profile.fitted if profile.kind == "fitted" else None
+        self._propose_s = self._fitted.draft_propose_s if self._fitted is not None else 0.0
         self._t_weights = tgt.weight_bytes / bw
         self._t_kv = tgt.kv_bytes_per_token / bw
         self._t_flop = 2.0 * tgt.params / flops
@@ -97,6 +109,7 @@ class StepTimeModel:
         return max(self._t_weights + self._t_kv * context, self._t_flop * tokens)
 
     def draft_pass(self, tokens: float, context: float) -> float:
+        """One drafter forward over `tokens` new tokens attending to `context` cached ones."""
         f = self._fitted
         if f is not None:
             return f.draft_base_s + f.draft_per_token_s * tokens + f.draft_per_context_s * context
@@ -123,9 +136,13 @@ class StepTimeModel:
         new_tokens = decode_reqs * (k + 1) + prefill_tokens
         t = self.overhead_s + self.target_pass(new_tokens, context, prefill_pairs)
         if drafter_resident:
-            t += self._draft_scale * self.draft_pass(new_tokens, context)
-            if k > 1 and decode_reqs:
-                t += self._draft_scale * ((k - 1) * self.draft_pass(decode_reqs, context))
+            chained, proposes = draft_schedule(decode_reqs, k)
+            d = self.draft_pass(new_tokens, context)
+            if chained:
+                d += chained * self.draft_pass(decode_reqs, context)
+            if proposes:
+                d += self._propose_s
+            t += self._draft_scale * d
         return self._extra_s + self._scale * t  # exactly t without drift
 
     def decode_step(self, batch: int, k: int, context_per_req: float, resident: bool) -> float:

@@ -28,7 +28,7 @@ from rlspec.perf.fit import TERMS, FitReport, IterationSample, design_row
 from rlspec.perf.profile import FittedStepTime
 from rlspec.perf.step_time import StepTimeModel
 
-TRUTH = FittedStepTime(0.012, 6.0e-4, 1.2e-5, 0.002, 9.0e-5, 1.0e-6)
+TRUTH = FittedStepTime(0.012, 6.0e-4, 1.2e-5, 0.002, 9.0e-5, 1.0e-6, draft_propose_s=8.0e-4)
 
 
 def model(h100) -> StepTimeModel:

@@ -79,7 +79,8 @@ def test_profile_round_trip_is_usable_everywhere(tmp_path):
     assert cost.transfer_s == pytest.approx(0.03)
     f = TRUTH
     want = (f.target_base_s + f.target_per_token_s * 13 + f.target_per_context_s * 500
-            + 2 * f.draft_base_s + f.draft_per_token_s * (13 + 4) + 2 * f.draft_per_context_s * 500)  # fmt: skip
+            + 2 * f.draft_base_s + f.draft_per_token_s * (13 + 4) + 2 * f.draft_per_context_s * 500
+            + f.draft_propose_s)  # fmt: skip
     assert cost.iteration(4, 2, 1, 500, True) == pytest.approx(want)
     # A scenario names it by path and the simulator runs on it.
     sc = load_scenario("envs/live/tiny-poisson.yaml").replace(profile=str(path), base_dir="")

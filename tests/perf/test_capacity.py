@@ -13,9 +13,7 @@ def test_a_host_twice_as_slow_serves_half_the_requests(tmp_path):
     slow = dataclasses.replace(
         prof, name="slow", iteration_overhead_s=2 * prof.iteration_overhead_s,
         draft_pass_overhead_s=2 * prof.draft_pass_overhead_s,
-        fitted=dataclasses.replace(f, **{k: 2 * getattr(f, k) for k in (
-            "target_base_s", "target_per_token_s", "target_per_context_s",
-            "draft_base_s", "draft_per_token_s", "draft_per_context_s")}),
+        fitted=dataclasses.replace(f, **{x.name: 2 * getattr(f, x.name) for x in dataclasses.fields(f)}),
     )  # fmt: skip
     path = write_profile(tmp_path / "slow.yaml", slow)
     assert capacity_ratio("cpu-tiny") == 1.0

@@ -3,12 +3,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rlspec.perf.fit import TERMS, IterationSample, fit_step_time
+from rlspec.perf.fit import TERMS, IterationSample, design_row, fit_step_time
 from rlspec.perf.profile import FittedStepTime
 from rlspec.perf.step_time import StepTimeModel, prefill_attention_pairs
 
 # Coefficients of the shape a CPU engine fits (notes/calibration.md), prefill attention included.
-TRUTH = FittedStepTime(0.012, 2.0e-4, 1.5e-7, 0.0015, 2.5e-5, 4.0e-8, target_per_prefill_pair_s=2.5e-8)
+TRUTH = FittedStepTime(0.012, 2.0e-4, 1.5e-7, 0.0015, 2.5e-5, 4.0e-8, target_per_prefill_pair_s=2.5e-8,
+                       draft_propose_s=6.0e-4)
 
 
 def synthetic(profile, truth: FittedStepTime, noise: float, seed: int = 0):
@@ -47,7 +48,7 @@ def test_fit_recovers_known_coefficients_within_two_percent(h100):
 def test_measurements_saved_without_prefill_pairs_fit_with_that_term_held_at_zero(h100):
     truth = dataclasses.replace(TRUTH, target_per_prefill_pair_s=0.0)
     old = [dataclasses.replace(s, prefill_pairs=None) for s in synthetic(h100, truth, noise=0.002)]
-    report = fit_step_time(old)
+    report = fit_step_time(old, relative=True)
     assert not report.pairs_recorded and report.fitted.target_per_prefill_pair_s == 0.0
     for name in TERMS:
         assert getattr(report.fitted, name) == pytest.approx(getattr(truth, name), rel=0.02), name
@@ -116,3 +117,26 @@ def test_timing_the_drafter_splits_the_parts_better_than_the_joint_fit(h100):
     assert err(split) < 0.05
     assert err(split) < err(joint) / 2
     assert split.rel_error["draft_per_token_s"] < joint.rel_error["draft_per_token_s"] / 2
+
+
+def test_the_fit_charges_exactly_what_the_cost_model_charges(h100):
+    """The design matrix and `StepTimeModel.iteration` share one accounting of the
+    drafter's passes and proposals: a row times the coefficients is the model's step time,
+    prefill-only steps at k > 1 and offloaded ones included."""
+    model = StepTimeModel(dataclasses.replace(h100, kind="fitted", fitted=TRUTH, iteration_overhead_s=0.0))
+    coef = np.array([getattr(TRUTH, n) for n in TERMS])
+    for b, k, prefill, ctx, resident in [(0, 3, 512, 0, True), (1, 0, 0, 40, True), (4, 1, 0, 900, True),
+                                         (16, 4, 128, 9000, True), (8, 0, 64, 3000, False)]:  # fmt: skip
+        s = IterationSample(b, k, prefill, ctx, resident, 0.0, prefill_pairs=prefill_attention_pairs(prefill, 0))
+        assert np.dot(design_row(s), coef) == pytest.approx(
+            model.iteration(b, k, prefill, ctx, resident, prefill_pairs=s.prefill_pairs)
+        )
+
+
+def test_a_drafting_step_pays_the_proposal_cost_once(h100):
+    model = StepTimeModel(dataclasses.replace(h100, kind="fitted", fitted=TRUTH, iteration_overhead_s=0.0))
+    bare = dataclasses.replace(TRUTH, draft_propose_s=0.0)
+    without = StepTimeModel(dataclasses.replace(h100, kind="fitted", fitted=bare, iteration_overhead_s=0.0))
+    for k, paid in ((0, 0.0), (1, TRUTH.draft_propose_s), (4, TRUTH.draft_propose_s)):
+        assert model.decode_step(8, k, 500, True) - without.decode_step(8, k, 500, True) == pytest.approx(paid)
+    assert model.decode_step(8, 4, 500, False) == without.decode_step(8, 4, 500, False)  # offloaded
