@@ -12,7 +12,8 @@ many tokens) or *seen*, and its measured time is set beside what the profile pre
 same iteration. The simulator serves the same requests (its mean over `--sim-seeds`) for each
 controller once. Writes results/NAME.json: per episode the mean latency live and simulated and
 the step time over the profile's, per kind of iteration (decode or prefill, new or seen) the
-count and the seconds measured and predicted.
+count and the seconds measured and predicted, and the same per draft length (`by_k`), which
+shows where the profile misprices one controller's iterations against another's.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class StepLog(Tally):
         super().__init__(inner)
         self.seen = seen
         self.kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # count, measured, predicted
+        self.by_k: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # the same, by k instead of warmth
 
     def step(self) -> Any:
         measured, predicted = self.inner.measured_busy_s, self.inner.predicted_busy_s
@@ -56,10 +58,11 @@ class StepLog(Tally):
             m = s.num_scheduled_tokens
             kind = f"{'prefill' if s.num_prefill_tokens else 'decode'}, {'seen' if m in self.seen else 'new'}"
             self.seen.add(m)
-            row = self.kinds[kind]
-            row[0] += 1
-            row[1] += self.inner.measured_busy_s - measured
-            row[2] += self.inner.predicted_busy_s - predicted
+            phase = "prefill" if s.num_prefill_tokens else "decode"
+            for row in (self.kinds[kind], self.by_k[f"{phase}, k={s.k}"]):
+                row[0] += 1
+                row[1] += self.inner.measured_busy_s - measured
+                row[2] += self.inner.predicted_busy_s - predicted
         return s
 
 
@@ -96,15 +99,16 @@ def main(argv: list[str] | None = None) -> int:
             log = StepLog(ctx.live, seen)
             with OtherLoad() as load:
                 m, extra = tallied_episode(log, make_controller(c), requests, sc)
-            kinds = {k: {"iterations": int(n), "measured_s": round(t, 3), "predicted_s": round(p, 3),
-                         "vs_profile": round(t / p, 3)} for k, (n, t, p) in sorted(log.kinds.items())}  # fmt: skip
+            kinds, by_k = ({k: {"iterations": int(n), "measured_s": round(t, 3), "predicted_s": round(p, 3),
+                                "vs_profile": round(t / p, 3)} for k, (n, t, p) in sorted(rows.items())}
+                           for rows in (log.kinds, log.by_k))  # fmt: skip
             episodes.append({"episode": i, "controller": c, "live_mean_latency_s": m.mean_latency_s,
                              "sim_mean_latency_s": sim[c]["mean_latency_s"],
                              "step_time_vs_profile": extra["step_time_vs_profile"], "iterations": extra["iterations"],
-                             "other_load_cores": round(load.cores, 3), "kinds": kinds})  # fmt: skip
+                             "other_load_cores": round(load.cores, 3), "kinds": kinds, "by_k": by_k})  # fmt: skip
             print(f"episode {i} {c:>9}: mean latency live {m.mean_latency_s:.3f} s, sim {sim[c]['mean_latency_s']:.3f} s; "
                   f"steps {extra['step_time_vs_profile']:.3f}x the profile; "
-                  + ", ".join(f"{k} {v['iterations']} at {v['vs_profile']:.2f}x" for k, v in kinds.items()),
+                  + ", ".join(f"{k} {v['iterations']} at {v['vs_profile']:.2f}x" for k, v in (kinds | by_k).items()),
                   flush=True)  # fmt: skip
     finally:
         ctx.close()

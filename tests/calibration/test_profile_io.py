@@ -170,6 +170,17 @@ def test_held_out_requests_have_the_workloads_lengths_arriving_at_once():
     ]
 
 
+def test_held_out_requests_beyond_a_trace_replay_its_rows_again_with_new_ids():
+    """The Azure code scenario replays 150 trace rows; a larger acceptance sample serves
+    those lengths again (new ids, so other prompt tokens), not rows its evaluations never see."""
+    sc = load_scenario("envs/live/tiny-azure-code.yaml")
+    own = [(r.prompt_len, r.output_len) for r in sc.requests()]
+    assert len(own) == 150
+    held = held_out_requests(sc, 400)
+    assert [r.request_id for r in held] == list(range(400)) and all(r.arrival_s == 0.0 for r in held)
+    assert [(r.prompt_len, r.output_len) for r in held] == (own * 3)[:400]
+
+
 def test_cli_refits_saved_measurements(tmp_path, h100, capsys):
     facts = EngineFacts(128, 233, 5, 8912896, "bfloat16", 9.0, 4, 16, 2048, 2048)
     recs = synthetic_records(h100, noise=0.002, spikes=0.02)
