@@ -42,6 +42,8 @@ from common import RESULTS, ROOT, parse_requests, repo_path, write_result
 
 sys.path.insert(0, str(ROOT))
 
+from fidelity import parse_load_scale  # noqa: E402
+
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.engine_speed import speed_adjusted  # noqa: E402
 from rlspec.calibration.sweep import SweepContext, Workload, mean_of_present, offered_rate  # noqa: E402
@@ -338,7 +340,7 @@ def resumed_points(partial: Path, settings: dict) -> tuple[list[dict], list]:
 def evaluate_live(args: argparse.Namespace) -> int:
     policy = f"policy:{Path(args.policy).resolve()}"
     controllers = [policy, *ANALYTICAL]
-    scale = load_scale(args.profile)
+    scale = parse_load_scale(args.load_scale, args.profile)
     requests = parse_requests(args.requests, [w.name for w in WORKLOADS])
     by_name = {w.name: w for w in WORKLOADS}
     names = args.workloads.split(",")
@@ -575,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
                         "controllers one after another")  # fmt: skip
     e.add_argument("--repeats", type=int, default=1,
                    help="live episodes per controller and point, averaged (same requests)")  # fmt: skip
+    e.add_argument("--load-scale", default="auto",
+                   help="times the load levels (auto: the profile's capacity over cpu-tiny's, rounded); "
+                        "a number repeats an earlier run's loads after a refit moved the capacity")  # fmt: skip
     e.add_argument("--warm-runs", type=int, default=1,
                    help="unmeasured serves of each live episode (group) before the measured one, so every "
                         "engine has met the point's token counts (rlspec.calibration.sweep); 0: as before "
