@@ -12,8 +12,11 @@ many tokens) or *seen*, and its measured time is set beside what the profile pre
 same iteration. The simulator serves the same requests (its mean over `--sim-seeds`) for each
 controller once. Writes results/NAME.json: per episode the mean latency live and simulated and
 the step time over the profile's, per kind of iteration (decode or prefill, new or seen) the
-count and the seconds measured and predicted, and the same per draft length (`by_k`), which
-shows where the profile misprices one controller's iterations against another's.
+count and the seconds measured and predicted; the same per draft length (`by_k`), which shows
+where the profile misprices one controller's iterations against another's; and per whether
+the count was among the last 32 distinct counts the engine's GEMMs met (`by_cache`: *recent*,
+*evicted* or *new*), which shows whether a controller that varies k meets more counts than
+the handler's cache holds.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import argparse
 import dataclasses
 import sys
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,27 +43,57 @@ from rlspec.calibration.sweep import SweepContext  # noqa: E402
 from rlspec.control.registry import make_controller  # noqa: E402
 from rlspec.perf.profile import load_profile  # noqa: E402
 
+GEMM_CACHE = 32  # primitives vLLM's CPU GEMM handler keeps per weight (`create_onednn_mm(weight.t(), 32)`)
+
+
+@dataclass
+class Warmth:
+    """What one engine has met, over all its episodes: every token count, and the last
+    GEMM_CACHE distinct counts its GEMMs were called with (target and drafter passes alike),
+    least recent first: a count met before but not among those may have been evicted."""
+
+    seen: set[int] = field(default_factory=set)
+    recent: OrderedDict[int, None] = field(default_factory=OrderedDict)
+
+    def kind(self, m: int) -> str:
+        return "recent" if m in self.recent else "evicted" if m in self.seen else "new"
+
+    def meet(self, m: int) -> None:
+        self.seen.add(m)
+        self.recent[m] = None
+        self.recent.move_to_end(m)
+        if len(self.recent) > GEMM_CACHE:
+            self.recent.popitem(last=False)
+
+
+def _rows() -> defaultdict[str, list[float]]:
+    return defaultdict(lambda: [0, 0.0, 0.0])  # iterations, seconds measured, seconds predicted
+
 
 class StepLog(Tally):
     """A Tally that sorts each busy iteration by kind, marking the token counts this engine had
-    not met before (`seen` spans the engine's episodes), and sums per kind the time the live
+    not met before (its `Warmth` spans the engine's episodes), and sums per kind the time the live
     backend measured and the time its profile predicts for the same iteration."""
 
-    def __init__(self, inner: Any, seen: set[int]) -> None:
+    def __init__(self, inner: Any, warmth: Warmth) -> None:
         super().__init__(inner)
-        self.seen = seen
-        self.kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # count, measured, predicted
-        self.by_k: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # the same, by k instead of warmth
+        self.warmth = warmth
+        self.kinds = _rows()
+        self.by_k = _rows()  # the same, by k instead of warmth
+        self.by_cache = _rows()  # by whether the count is among the last GEMM_CACHE
 
     def step(self) -> Any:
         measured, predicted = self.inner.measured_busy_s, self.inner.predicted_busy_s
         s = super().step()
         if s.num_scheduled_tokens:
             m = s.num_scheduled_tokens
-            kind = f"{'prefill' if s.num_prefill_tokens else 'decode'}, {'seen' if m in self.seen else 'new'}"
-            self.seen.add(m)
             phase = "prefill" if s.num_prefill_tokens else "decode"
-            for row in (self.kinds[kind], self.by_k[f"{phase}, k={s.k}"]):
+            cache = self.warmth.kind(m)
+            kind = f"{phase}, {'new' if cache == 'new' else 'seen'}"
+            self.warmth.meet(m)  # the target's pass and the drafter's first
+            if s.k > 1 and s.num_decode_reqs and s.num_drafted:
+                self.warmth.meet(s.num_decode_reqs)  # the drafter's chained single-token passes
+            for row in (self.kinds[kind], self.by_k[f"{phase}, k={s.k}"], self.by_cache[f"{phase}, {cache}"]):
                 row[0] += 1
                 row[1] += self.inner.measured_busy_s - measured
                 row[2] += self.inner.predicted_busy_s - predicted
@@ -88,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = SweepContext.open(w.variant(args.value), profile_path, sim_seeds=args.sim_seeds)
     sc = ctx.match(w.variant(args.value))
     requests = sc.requests(sc.seed)
-    seen: set[int] = set()
+    warmth = Warmth()
     episodes = []
     t0 = time.perf_counter()
     try:
@@ -96,19 +130,20 @@ def main(argv: list[str] | None = None) -> int:
         for i, c in enumerate(order):
             if args.wait_quiet is not None:
                 wait_quiet(args.wait_quiet, 120.0)
-            log = StepLog(ctx.live, seen)
+            log = StepLog(ctx.live, warmth)
             with OtherLoad() as load:
                 m, extra = tallied_episode(log, make_controller(c), requests, sc)
-            kinds, by_k = ({k: {"iterations": int(n), "measured_s": round(t, 3), "predicted_s": round(p, 3),
-                                "vs_profile": round(t / p, 3)} for k, (n, t, p) in sorted(rows.items())}
-                           for rows in (log.kinds, log.by_k))  # fmt: skip
+            kinds, by_k, by_cache = ({k: {"iterations": int(n), "measured_s": round(t, 3), "predicted_s": round(p, 3),
+                                          "vs_profile": round(t / p, 3)} for k, (n, t, p) in sorted(rows.items())}
+                                     for rows in (log.kinds, log.by_k, log.by_cache))  # fmt: skip
             episodes.append({"episode": i, "controller": c, "live_mean_latency_s": m.mean_latency_s,
                              "sim_mean_latency_s": sim[c]["mean_latency_s"],
                              "step_time_vs_profile": extra["step_time_vs_profile"], "iterations": extra["iterations"],
-                             "other_load_cores": round(load.cores, 3), "kinds": kinds, "by_k": by_k})  # fmt: skip
+                             "other_load_cores": round(load.cores, 3), "kinds": kinds, "by_k": by_k,
+                             "by_cache": by_cache})  # fmt: skip
             print(f"episode {i} {c:>9}: mean latency live {m.mean_latency_s:.3f} s, sim {sim[c]['mean_latency_s']:.3f} s; "
                   f"steps {extra['step_time_vs_profile']:.3f}x the profile; "
-                  + ", ".join(f"{k} {v['iterations']} at {v['vs_profile']:.2f}x" for k, v in (kinds | by_k).items()),
+                  + ", ".join(f"{k} {v['iterations']} at {v['vs_profile']:.2f}x" for k, v in (kinds | by_k | by_cache).items()),
                   flush=True)  # fmt: skip
     finally:
         ctx.close()

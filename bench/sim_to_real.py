@@ -630,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "pool":
         pooled = pool_runs([joined_run(r) for r in args.runs])
-        write_result(args.out, {"pooled_from": [f"results/{r}.json" for r in args.runs], **pooled})
+        write_result(args.out, {"pooled_from": [" + ".join(f"results/{n}.json" for n in r.split("+")) for r in args.runs],
+                                **pooled})  # fmt: skip
         for scope, sides in pooled["summary"].items():
             for side, f in sides.items():
                 print(f"{scope:10s} {side:13s} policy / best analytical {f['mean_ratio_vs_best']:.3f}x "
