@@ -592,6 +592,22 @@ def sim_to_real_pooled(d: dict) -> list[str]:
     return out
 
 
+def drafter_by_k(d: dict) -> list[str]:
+    bands = list(dict.fromkeys(r["batch"] for r in d["rows"]))
+    ratio = {(r["k"], r["batch"]): r for r in d["rows"]}
+    out = [f"## The drafter's cost by draft length against profile `{d['profile']}`'s charge (`bench/drafter_by_k.py`)",
+           "", _env(d), "",
+           f"Decode-only calibration steps with the drafter resident (`{d['measurements']}`): the time vLLM's "
+           f"propose() took over what the profile (`{d['profile_path']}`) charges the drafter for the same step, "
+           "median per cell (steps in brackets). Flat in k is right.", "",
+           "| k | " + " | ".join(f"batch {b}" for b in bands) + " |", "|---|" + "---|" * len(bands)]  # fmt: skip
+    for k in sorted({r["k"] for r in d["rows"]}):
+        cells = [ratio.get((k, b)) for b in bands]
+        out.append(f"| {k} | " + " | ".join("-" if c is None else f"{c['measured_over_charged_median']:.3f} ({c['steps']})"
+                                            for c in cells) + " |")  # fmt: skip
+    return [*out, ""]
+
+
 def engine_slots(d: dict) -> list[str]:
     out = [
         f"## What taking turns costs an engine (`bench/engine_slots.py`, profile `{d['profile']}`)",
@@ -684,7 +700,7 @@ SECTIONS = [
     *((stem, functools.partial(fidelity, stem=stem)) for stem in (
         "fidelity-cpu-tiny-amx-run2", "fidelity-cpu-tiny-amx-resim", "fidelity-cpu-tiny-amx-resim-run2",
         "fidelity-cpu-tiny-amx-prefill", "fidelity-cpu-tiny-amx-prefill-run2",
-        "fidelity-cpu-tiny-amx-warm-azure")),
+        "fidelity-cpu-tiny-amx-warm-azure", "fidelity-cpu-tiny-amx-warm-azure-resim")),
     ("sim_to_real", sim_to_real),
     ("sim_to_real-cpu-tiny-avx2", sim_to_real),
     ("sim_to_real-cpu-tiny-avx512", sim_to_real),
@@ -701,6 +717,8 @@ SECTIONS = [
         "sim_to_real-cpu-tiny-amx-refit-warm-azure", "sim_to_real-cpu-tiny-amx-refit-warm-poisson",
         "sim_to_real-cpu-tiny-amx-refit-warm-b")),
     ("engine_slots-cpu-tiny-amx", engine_slots),
+    ("drafter_by_k-cpu-tiny-amx-before", drafter_by_k),
+    ("drafter_by_k-cpu-tiny-amx", drafter_by_k),
     ("shape_warmth-cpu-tiny-amx", shape_warmth),
     ("shape_warmth-cpu-tiny-amx-by-k", shape_warmth),
     ("shape_warmth-cpu-tiny-amx-poisson-cache", shape_warmth),

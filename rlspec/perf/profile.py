@@ -71,7 +71,7 @@ class FittedStepTime:
     A step that proposes drafts (k >= 1) also pays `draft_propose_s` once, beyond its drafter
     passes: sampling the drafts and preparing the proposer's inputs. Without it a line
     through the passes charges k = 1 too little and k = 4 too much (the AMX Xeon's drafter
-    measured 1.12-1.16x its charge at k = 1 and 0.92-0.98x at k = 4; notes/calibration.md
+    measured 1.10-1.17x its charge at k = 1 and 0.92-0.99x at k = 4; notes/calibration.md
     section 23); profiles fitted before it carry 0.
     """
 
