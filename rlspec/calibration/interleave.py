@@ -44,14 +44,18 @@ class Job:
 
 
 class _TakeTurns(Tally):
-    """The episode's Tally, handing the CPU to the coordinator before every iteration.
+    """The episode's Tally, handing the CPU to the coordinator once its turn has lasted
+    `turn_s` (0: before every iteration).
 
     Every message a worker sends answers exactly one "go": a turn runs from a "go" to the
-    next `step()` call ("turn"), the episode's end ("done") or a failure ("error")."""
+    first `step()` call past `turn_s` ("turn"), the episode's end ("done") or a failure
+    ("error")."""
 
-    def __init__(self, inner: Any, conn: Any) -> None:
+    def __init__(self, inner: Any, conn: Any, turn_s: float = 0.0) -> None:
         super().__init__(inner)
         self._conn = conn
+        self._turn_s = turn_s
+        self._turn_start = 0.0
         self.turns = 0
 
     def wait_turn(self) -> None:
@@ -59,10 +63,12 @@ class _TakeTurns(Tally):
         if msg != "go":
             raise RuntimeError(f"interleave worker: expected 'go', got {msg!r}")
         self.turns += 1
+        self._turn_start = time.perf_counter()
 
     def step(self) -> Any:
-        self._conn.send(("turn", None))
-        self.wait_turn()
+        if time.perf_counter() - self._turn_start >= self._turn_s:
+            self._conn.send(("turn", None))
+            self.wait_turn()
         return super().step()
 
 
@@ -90,8 +96,8 @@ def _worker(conn: Any, scenario: Any, blocktime_ms: int) -> None:
             msg = conn.recv()
             if msg is None:
                 break
-            job, baselines = msg
-            wrapped = _TakeTurns(backend, conn)
+            job, baselines, turn_s = msg
+            wrapped = _TakeTurns(backend, conn, turn_s)
             wrapped.wait_turn()
             try:
                 m, extra = tallied_episode(wrapped, make_controller(job.controller, baselines),
@@ -193,8 +199,17 @@ class InterleavedEngines:
             raise RuntimeError(f"interleaved engine {i} (pid {self._procs[i].pid}) died") from exc
 
     def run(self, jobs: Sequence[Job], baselines: Any = None, turn_timeout_s: float = 600.0,
-            between_turns: Callable[[], None] | None = None) -> tuple[list[tuple[Any, dict]], float]:  # fmt: skip
-        """Run `jobs` together (one engine each), round-robin one iteration per turn.
+            between_turns: Callable[[], None] | None = None,
+            turn_s: float = 0.0) -> tuple[list[tuple[Any, dict]], float]:  # fmt: skip
+        """Run `jobs` together (one engine each), round-robin one iteration per turn, or with
+        `turn_s` > 0 as many iterations as start within `turn_s` of the turn's start.
+
+        Taking turns costs an engine a few ms at the start of each (its caches hold another
+        engine's weights, its cores were asleep), which a deployed engine stepping back to back
+        never pays. Paid once per iteration, it charges a controller that takes many short
+        steps more than one that takes fewer long ones (`bench/turns_bias.py`); a turn of
+        several iterations spreads it thin, alike for every controller, while the engines
+        still meet the host within a round of turns.
 
         Between turns the coordinator waits out the OpenMP block time, so the last engine's
         threads are asleep before the next engine computes. `between_turns`, if given, runs
@@ -206,9 +221,11 @@ class InterleavedEngines:
         gap_s = (self.blocktime_ms + 1) / 1000 if len(jobs) > 1 else 0.0
         if not 1 <= len(jobs) <= self.size:
             raise ValueError(f"jobs: {len(jobs)} given, this pool runs 1..{self.size} at once")
+        if not 0.0 <= turn_s <= 60.0:
+            raise ValueError(f"turn_s: {turn_s!r} must be in [0, 60] seconds")
         active = list(range(len(jobs)))
         for i in active:
-            self._conns[i].send((jobs[i], baselines))
+            self._conns[i].send((jobs[i], baselines, turn_s))
         results: list[Any] = [None] * len(jobs)
         errors: list[str] = []
         with OtherLoad(exclude_pids=tuple(self._procs[i].pid for i in active)) as load:

@@ -96,10 +96,13 @@ class SweepContext:
     host: Any = None  # HostFingerprint of the machine the live engine runs on (None: simulation only)
     host_differences: list[str] = field(default_factory=list)  # this host vs the profile's (allowed)
     warm_runs: int = 0  # unmeasured serves of each live episode before the measured one
+    turn_s: float = 0.0  # engines in turns: each turn's length (0: one iteration; interleave.py)
 
     def __post_init__(self) -> None:
         if self.warm_runs < 0:
             raise ValueError(f"warm_runs: {self.warm_runs!r} must be >= 0")
+        if not 0.0 <= self.turn_s <= 60.0:
+            raise ValueError(f"turn_s: {self.turn_s!r} must be in [0, 60] seconds")
 
     @classmethod
     def open(cls, scenario: Scenario, profile: str | Path, live: bool = True, engines: int = 1,
@@ -159,19 +162,24 @@ class SweepContext:
 
         return measured_acceptance(load_profile(self.profile), scenario.name)
 
-    def run_live(self, scenario: Scenario, controller: str, seed: int | None = None) -> dict[str, Any]:
+    def run_live(self, scenario: Scenario, controller: str, seed: int | None = None,
+                 warm_runs: int | None = None) -> dict[str, Any]:  # fmt: skip
         """One live episode. With `quiet` set: wait for a quiet CPU first, abort the episode
         as soon as another process takes more than `2 * quiet + 0.2` cores over a 2-s
         window, and re-run it if others used more than `quiet` cores on average (up to
         `retries` times; the last try is kept either way, its load recorded). The
-        `warm_runs` unmeasured serves of the same episode come first."""
+        `warm_runs` unmeasured serves of the same episode come first (default: the
+        context's; a repeat on an engine that has already served the episode needs none)."""
         from rlspec.calibration.quiet import OtherLoad, wait_quiet
 
         seed = scenario.seed if seed is None else seed
         requests = scenario.requests(seed)
+        warm_runs = self.warm_runs if warm_runs is None else warm_runs
+        if warm_runs < 0:
+            raise ValueError(f"warm_runs: {warm_runs!r} must be >= 0")
         waited = 0.0
         t_warm = time.perf_counter()
-        for _ in range(self.warm_runs):
+        for _ in range(warm_runs):
             tallied_episode(self.live, make_controller(controller, self.baselines), requests, scenario)
         warm_s = time.perf_counter() - t_warm
         for attempt in range(self.retries + 1):
@@ -195,12 +203,13 @@ class SweepContext:
         return {**_metrics(m), **extra, "other_load_cores": round(load.cores, 3),
                 "attempts": attempt + 1, "waited_s": round(waited, 1),
                 "wall_s": round(time.perf_counter() - t0, 2),
-                "warm_runs": self.warm_runs, "warm_s": round(warm_s, 2)}  # fmt: skip
+                "warm_runs": warm_runs, "warm_s": round(warm_s, 2)}  # fmt: skip
 
     def run_live_together(self, scenario: Scenario, controllers: Sequence[str],
                           seed: int | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
-        """One live episode per controller, the engines taking turns one iteration at a time
-        (`interleave.py`), so every controller meets the host at the same speed. With `quiet`
+        """One live episode per controller, the engines taking turns (one iteration each, or
+        `turn_s` of iterations: `interleave.py`), so every controller meets the host at the
+        same speed. With `quiet`
         set: wait for a quiet CPU first and re-run the group if other processes used more than
         `quiet` cores meanwhile (up to `retries` times; the last try is kept either way). The
         group is served `warm_runs` times unmeasured first, each engine its own episode."""
@@ -216,13 +225,13 @@ class SweepContext:
         waited = 0.0
         t_warm = time.perf_counter()
         for _ in range(self.warm_runs):
-            self.together.run(jobs, self.baselines)
+            self.together.run(jobs, self.baselines, turn_s=self.turn_s)
         warm_s = time.perf_counter() - t_warm
         for attempt in range(self.retries + 1):
             if self.quiet is not None:
                 waited += wait_quiet(self.quiet, self.quiet_timeout_s)
             t0 = time.perf_counter()
-            results, others = self.together.run(jobs, self.baselines)
+            results, others = self.together.run(jobs, self.baselines, turn_s=self.turn_s)
             if self.quiet is None or others <= self.quiet or attempt == self.retries:
                 break
             self.log.append(f"re-run {scenario.name} {'+'.join(controllers)}: others used {others:.2f} cores")
@@ -232,7 +241,8 @@ class SweepContext:
             self._check_drift(scenario, c, extra["step_time_vs_profile"])
             out[c] = {**_metrics(m), **extra, "other_load_cores": round(others, 3), "attempts": attempt + 1,
                       "waited_s": round(waited, 1), "wall_s": wall, "together": list(controllers),
-                      "warm_runs": self.warm_runs, "warm_s": round(warm_s, 2)}  # fmt: skip
+                      "warm_runs": self.warm_runs, "warm_s": round(warm_s, 2),
+                      "turn_s": self.turn_s}  # fmt: skip
         return out
 
     def _check_drift(self, scenario: Scenario, controller: str, ratio: float | None) -> None:

@@ -112,5 +112,11 @@ def _sweep_against(prof, path, target: str, draft: str) -> None:
         out = ctx.run_live(ctx.match(sc), "static:2")
         assert out["completed"] == len(sc.requests()) and out["step_time_vs_profile"] > 0
         assert out["warm_runs"] == 1 and out["warm_s"] > 0  # the episode was served once unmeasured first
+        # a repeat on the engine that has just served the episode skips the warm-up
+        again = ctx.run_live(ctx.match(sc), "static:2", warm_runs=0)
+        assert again["warm_runs"] == 0 and again["warm_s"] == 0.0
+        assert again["completed"] == out["completed"]
+        with pytest.raises(ValueError, match=r"warm_runs: -1 must be >= 0"):
+            ctx.run_live(ctx.match(sc), "static:2", warm_runs=-1)
     finally:
         ctx.close()

@@ -73,6 +73,18 @@ def test_running_beside_another_engine_changes_nothing_an_episode_reports(pool, 
         assert extra["turns"] >= extra["iterations"] + 1
 
 
+def test_longer_turns_hold_several_iterations_and_change_nothing_reported(pool, scenario):
+    jobs = [Job(scenario, "goodput", scenario.seed), Job(scenario, "static:0", scenario.seed)]
+    short, _ = pool.run(jobs)
+    long, _ = pool.run(jobs, turn_s=0.2)
+    for one, sliced in zip(short, long, strict=True):
+        assert _summary(sliced) == _summary(one)
+        # a turn runs the iterations that start within 0.2 s of it, so fewer turns than iterations
+        assert 1 <= sliced[1]["turns"] < sliced[1]["iterations"] < one[1]["turns"]
+    with pytest.raises(ValueError, match=r"turn_s: -1 must be in \[0, 60\] seconds"):
+        pool.run(jobs, turn_s=-1)
+
+
 def test_a_hook_between_turns_runs_once_per_turn_and_changes_nothing_reported(pool, scenario):
     (plain,), _ = pool.run([Job(scenario, "goodput", scenario.seed)])
     calls = []
@@ -114,9 +126,9 @@ def test_warm_runs_serve_the_group_unmeasured_first_and_change_nothing_reported(
     served: list[list[str]] = []
 
     class CountingPool:  # the real pool, its groups recorded
-        def run(self, jobs, baselines=None):
+        def run(self, jobs, baselines=None, turn_s=0.0):
             served.append([j.controller for j in jobs])
-            return pool.run(jobs, baselines)
+            return pool.run(jobs, baselines, turn_s=turn_s)
 
     def sweep(warm_runs: int) -> SweepContext:
         return SweepContext(Path("profile.yaml"), 32, 100, None, together=CountingPool(), warm_runs=warm_runs)
