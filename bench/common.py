@@ -47,6 +47,13 @@ def repo_path(path: str | Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def controller_name(controller: str) -> str:
+    """A controller as results name it: a policy by its path inside the repository, so a
+    result file carries no checkout's absolute path."""
+    kind, _, path = controller.partition(":")
+    return f"policy:{repo_path(path)}" if kind == "policy" else controller
+
+
 def write_result(name: str, payload: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -391,7 +391,9 @@ def sim_to_real(d: dict, stem: str | None = None) -> list[str]:
         "",
     ]
     if pr is not None:
-        out += [f"*Paired*: {d['engines']} live engines (same config and KV pool) take turns one iteration at a time "
+        turn = (f"of {d['turn_s']:g} s of iterations" if d.get("turn_s") else
+                "one iteration at a time (which favours controllers with longer steps: `bench/turns_bias.py`)")
+        out += [f"*Paired*: {d['engines']} live engines (same config and KV pool) take turns {turn} "
                 "(`rlspec.calibration.interleave`); each engine's clock counts only its own steps, so every controller "
                 "in a group meets the host at the same speed. Groups: "
                 + "; ".join(" + ".join(g) for g in pr["groups"])
@@ -642,6 +644,32 @@ def engine_slots(d: dict) -> list[str]:
     return out
 
 
+def turns_bias(d: dict) -> list[str]:
+    w, a, b = d["workload"], d["a"], d["b"]
+    out = [
+        f"## Does taking turns favour one controller? (`bench/turns_bias.py`, profile `{d['profile']}`, {b} / {a})",
+        "",
+        _env(d),
+        "",
+        f"{w['requests']} requests ({w['name']}, {w['knob']} {w['value']:g}) under `{a}` (A) and `{b}` (B), each round "
+        "four ways on two warm engines: in turns (" + (f"each turn {d['turn_s']:g} s of iterations" if d.get("turn_s")
+                                                       else "one iteration per turn") + ") with A on the first "
+        "engine, in turns with B on it, then A, B, B, A "
+        "one after another on the first engine alone. B / A of mean latency and of step time over the profile "
+        "(geometric means); the design's bias is B / A in turns over B / A alone.",
+        "",
+        "| round | latency B / A, in turns | alone | bias | steps / profile B / A, in turns | alone | bias |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lat, st = d["summary"]["mean_latency_s"], d["summary"]["step_time_vs_profile"]
+    for i in range(len(d["rounds"])):
+        out.append(f"| {i} | " + " | ".join(f"{x[k]['per_round'][i]:.3f}" for x in (lat, st) for k in ("turns", "alone", "bias")) + " |")
+    out.append("| mean | " + " | ".join(f"**{x[k]['mean']:.3f}** +- {x[k]['rel_se']:.3f}" for x in (lat, st)
+                                       for k in ("turns", "alone", "bias")) + " |")  # fmt: skip
+    out += ["", f"Simulated B / A mean latency: {d['sim_b_over_a']:.3f} ({d['sim_seeds']} seeds).", ""]
+    return out
+
+
 def shape_warmth(d: dict) -> list[str]:
     w = d["workload"]
     out = [
@@ -717,6 +745,7 @@ SECTIONS = [
         "sim_to_real-cpu-tiny-amx-refit-warm-azure", "sim_to_real-cpu-tiny-amx-refit-warm-poisson",
         "sim_to_real-cpu-tiny-amx-refit-warm-b")),
     ("engine_slots-cpu-tiny-amx", engine_slots),
+    *((stem, turns_bias) for stem in ("turns_bias-cpu-tiny-amx", "turns_bias-cpu-tiny-amx-turn0.5")),
     ("drafter_by_k-cpu-tiny-amx-before", drafter_by_k),
     ("drafter_by_k-cpu-tiny-amx", drafter_by_k),
     ("shape_warmth-cpu-tiny-amx", shape_warmth),

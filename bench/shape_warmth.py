@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, repo_path, write_result
+from common import ROOT, controller_name, write_result
 
 sys.path.insert(0, str(ROOT))
 
@@ -100,12 +100,6 @@ class StepLog(Tally):
         return s
 
 
-def _named(controller: str) -> str:
-    """A controller as results name it: a policy by its path inside the repository."""
-    kind, _, path = controller.partition(":")
-    return f"policy:{repo_path(path)}" if kind == "policy" else controller
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="cpu-tiny-amx")
@@ -142,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             kinds, by_k, by_cache = ({k: {"iterations": int(n), "measured_s": round(t, 3), "predicted_s": round(p, 3),
                                           "vs_profile": round(t / p, 3)} for k, (n, t, p) in sorted(rows.items())}
                                      for rows in (log.kinds, log.by_k, log.by_cache))  # fmt: skip
-            episodes.append({"episode": i, "controller": _named(c), "live_mean_latency_s": m.mean_latency_s,
+            episodes.append({"episode": i, "controller": controller_name(c), "live_mean_latency_s": m.mean_latency_s,
                              "sim_mean_latency_s": sim[c]["mean_latency_s"],
                              "step_time_vs_profile": extra["step_time_vs_profile"], "iterations": extra["iterations"],
                              "other_load_cores": round(load.cores, 3), "kinds": kinds, "by_k": by_k,
@@ -157,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": prof.name,
         "host": dataclasses.asdict(ctx.host) if ctx.host else None,
         "workload": {"name": w.name, "scenario": str(Path(w.scenario).relative_to(ROOT)), "knob": w.knob, "value": args.value, "requests": args.requests},
-        "order": [_named(c) for c in order],
+        "order": [controller_name(c) for c in order],
         "sim_seeds": args.sim_seeds,
         "engine": {"block_size": ctx.block_size, "num_kv_blocks": ctx.num_kv_blocks},
         "wall_s": round(time.perf_counter() - t0, 1),

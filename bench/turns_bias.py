@@ -1,0 +1,161 @@
+"""Does taking turns favour one controller over another? An A/B test of the engines-in-turns design.
+
+    python bench/turns_bias.py --profile cpu-tiny-amx --pair static:0,batch-table --wait-quiet 0.3
+    python bench/turns_bias.py --pair static:0,batch-table --turn-s 0.5 --out turns_bias-cpu-tiny-amx-turn0.5
+
+`bench/sim_to_real.py eval` judges the policy by paired ratios: the policy and the analytical
+controllers on their own engines, taking turns one iteration at a time, so every engine meets
+the host at one speed. `bench/engine_slots.py` showed that no engine slot is faster than
+another (an A/A test), and that steps in turns run ~9% slower than steps back to back, as
+steps after an idle pause do. If that cost is a fixed time per step rather than a share of it,
+turns charge a controller that takes many short steps (k = 0) more than one that takes fewer,
+longer ones (k = 4), and the paired ratio tilts between them in a way a deployed engine, which
+steps back to back, never sees.
+
+Each round serves one sweep point's requests under controllers A and B four ways on two
+engines: in turns with A on the first engine, in turns with B on it, then A, B, B, A one after
+another on the first engine alone (ABBA: a linear drift of the host's speed cancels). Before
+the rounds each engine serves both controllers once, unmeasured, so every episode meets an
+engine that has built its own shapes (sections 22-23 of notes/calibration.md). The ratio B / A
+of mean latency and of step time over the profile, in turns and alone, per round; the bias
+of the design is their quotient, (B / A in turns) / (B / A alone), beside the simulator's B / A.
+`--turn-s` makes each turn last that long (as many iterations as start within it) instead of
+one iteration, which spreads the cost of a turn thin. Writes results/NAME.json (default
+turns_bias-<profile>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from common import ROOT, controller_name, write_result
+
+sys.path.insert(0, str(ROOT))
+
+from fidelity import WORKLOADS  # noqa: E402
+from sim_to_real import open_context  # noqa: E402
+
+import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
+from rlspec.calibration.interleave import Job  # noqa: E402
+from rlspec.calibration.quiet import wait_quiet  # noqa: E402
+from rlspec.control.registry import make_controller  # noqa: E402
+
+KEYS = ("mean_latency_s", "step_time_vs_profile")
+
+
+def geomean(xs: list[float]) -> float:
+    return math.exp(statistics.fmean(math.log(x) for x in xs))
+
+
+def summarise(rounds: list[dict]) -> dict:
+    """B / A per way of running, each round's figure and their geometric mean with its
+    standard error (of the log, as a relative figure), and the design's bias: turns over alone."""
+    out: dict = {}
+    for key in KEYS:
+        turns = [r["turns_b_over_a"][key] for r in rounds]
+        alone = [r["alone_b_over_a"][key] for r in rounds]
+        bias = [t / a for t, a in zip(turns, alone, strict=True)]
+        entry = {}
+        for name, xs in (("turns", turns), ("alone", alone), ("bias", bias)):
+            logs = [math.log(x) for x in xs]
+            se = statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else float("nan")
+            entry[name] = {"per_round": [round(x, 4) for x in xs], "mean": round(geomean(xs), 4),
+                           "rel_se": round(se, 4)}  # fmt: skip
+        out[key] = entry
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="cpu-tiny-amx")
+    ap.add_argument("--workload", default="poisson", choices=[w.name for w in WORKLOADS])
+    ap.add_argument("--value", type=float, default=1.47, help="the load knob (rate or rate_scale), as in a sweep")
+    ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--pair", default="static:0,batch-table", help="controllers A,B")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--turn-s", type=float, default=0.0,
+                    help="each turn's length in seconds (0: one iteration; default: %(default)s)")  # fmt: skip
+    ap.add_argument("--sim-seeds", type=int, default=5)
+    ap.add_argument("--wait-quiet", type=float, default=0.3, metavar="CORES")
+    ap.add_argument("--out", default=None, metavar="NAME", help="results/NAME.json (default: turns_bias-P)")
+    args = ap.parse_args(argv)
+    pair = args.pair.split(",")
+    if len(pair) != 2 or pair[0] == pair[1]:
+        raise SystemExit(f"--pair: {args.pair!r}; give two different controllers, A,B")
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds: {args.rounds}; at least 1")
+    for c in pair:
+        make_controller(c)  # refuse an unknown controller before the engines start
+    a, b = pair
+    w = dataclasses.replace(next(w for w in WORKLOADS if w.name == args.workload), values=(args.value,),
+                            requests=args.requests)  # fmt: skip
+    ctx = open_context(args.profile, w.variant(args.value), engines=2, quiet=args.wait_quiet,
+                       sim_seeds=args.sim_seeds)  # fmt: skip
+    t0 = time.perf_counter()
+    rounds = []
+    try:
+        sc = ctx.match(w.variant(args.value))
+        job = {c: Job(sc, c, sc.seed) for c in pair}
+        sim = {c: ctx.run_sim(sc, c) for c in pair}
+
+        def serve(order: list[str]) -> list[dict]:
+            """One episode per controller of `order`, together in turns (engine i serves order[i])."""
+            wait_quiet(args.wait_quiet, ctx.quiet_timeout_s)
+            turn_s = args.turn_s if len(order) > 1 else 0.0
+            results, others = ctx.together.run([job[c] for c in order], ctx.baselines, turn_s=turn_s)
+            return [{"controller": controller_name(c), "mean_latency_s": m.mean_latency_s,
+                     "step_time_vs_profile": extra["step_time_vs_profile"], "iterations": extra["iterations"],
+                     "other_load_cores": round(others, 3)} for c, (m, extra) in zip(order, results, strict=True)]  # fmt: skip
+
+        serve([a, b])  # warm-up: each engine builds both controllers' shapes, unmeasured
+        serve([b, a])
+        print("engines warm", flush=True)
+        for r in range(args.rounds):
+            ab, ba = serve([a, b]), serve([b, a])
+            alone = [serve([c])[0] for c in (a, b, b, a)]
+
+            def b_over_a(key: str, eps_a: list[dict], eps_b: list[dict]) -> float:
+                return geomean([e[key] for e in eps_b]) / geomean([e[key] for e in eps_a])
+
+            rd = {
+                "turns": ab + ba,
+                "alone": alone,
+                "turns_b_over_a": {k: b_over_a(k, [ab[0], ba[1]], [ab[1], ba[0]]) for k in KEYS},
+                "alone_b_over_a": {k: b_over_a(k, [alone[0], alone[3]], alone[1:3]) for k in KEYS},
+            }
+            rounds.append(rd)
+            print(f"round {r}: {b} / {a} mean latency in turns {rd['turns_b_over_a']['mean_latency_s']:.3f}, "
+                  f"alone {rd['alone_b_over_a']['mean_latency_s']:.3f}; steps vs profile in turns "
+                  f"{rd['turns_b_over_a']['step_time_vs_profile']:.3f}, alone {rd['alone_b_over_a']['step_time_vs_profile']:.3f}",
+                  flush=True)  # fmt: skip
+    finally:
+        ctx.close()
+    summary = summarise(rounds)
+    sim_ratio = sim[b]["mean_latency_s"] / sim[a]["mean_latency_s"]
+    write_result(args.out or f"turns_bias-{args.profile}", {
+        "profile": args.profile,
+        "workload": {"name": w.name, "scenario": str(Path(w.scenario).relative_to(ROOT)), "knob": w.knob,
+                     "value": args.value, "requests": args.requests},
+        "a": controller_name(a), "b": controller_name(b), "turn_s": args.turn_s,
+        "sim_seeds": args.sim_seeds,
+        "sim": {controller_name(c): {"mean_latency_s": sim[c]["mean_latency_s"], "mean_step_s": sim[c]["mean_step_s"],
+                           "mean_k": sim[c].get("mean_k")} for c in pair},
+        "sim_b_over_a": round(sim_ratio, 4),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "rounds": rounds,
+        "summary": summary,
+    })  # fmt: skip
+    lat = summary["mean_latency_s"]
+    print(f"{b} / {a} mean latency: in turns {lat['turns']['mean']:.3f}, alone {lat['alone']['mean']:.3f}, "
+          f"simulated {sim_ratio:.3f}; turns over alone {lat['bias']['mean']:.3f} +- {lat['bias']['rel_se']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
