@@ -23,7 +23,12 @@ beside each group of two analytical controllers, and policy / controller comes f
 episodes they ran together (*paired*). The figure of merit is policy mean latency / best
 analytical controller's, per point: raw (means over all episodes), paired, and with every
 episode moved to the point's mean engine speed (`rlspec.calibration.engine_speed`).
-`--engines 1` runs the controllers one after another on one engine instead.
+`--engines 1` runs the controllers one after another on one engine instead, as a deployed
+engine steps: with `--repeats 2` the second pass runs them in reverse order (each controller's
+two episodes centred on the same moment, so a linear drift of the host cancels) and only the
+first pass warms up. Taking turns is not neutral between controllers: `bench/turns_bias.py`
+measured it favouring k = 4 over k = 0 by 2.7% of mean latency (notes/calibration.md
+section 24), so the paired figure leans towards the controllers that draft deepest.
 """
 
 from __future__ import annotations
@@ -385,13 +390,15 @@ def evaluate_live(args: argparse.Namespace) -> int:
         analytical_groups(args.engines)  # validate before the engines start
     ctx = open_context(args.profile, chosen[0].variant(chosen[0].values[0]), live=not args.sim_only,
                        engines=args.engines, quiet=args.wait_quiet, sim_seeds=args.sim_seeds,
-                       allow_host_mismatch=args.allow_host_mismatch, warm_runs=args.warm_runs)  # fmt: skip
+                       allow_host_mismatch=args.allow_host_mismatch, warm_runs=args.warm_runs,
+                       turn_s=args.turn_s)  # fmt: skip
     t0 = time.perf_counter()
     name = args.out or result_name(args.profile)
     partial = RESULTS / f"{name}.partial.json"
     settings = {"policy": str(Path(args.policy).resolve()), "profile": args.profile, "requests": requests,
                 "engines": args.engines, "repeats": args.repeats, "sim_seeds": args.sim_seeds,
-                "warm_runs": args.warm_runs, "workloads": {w.name: list(w.values) for w in chosen}}  # fmt: skip
+                "warm_runs": args.warm_runs, "turn_s": args.turn_s,
+                "workloads": {w.name: list(w.values) for w in chosen}}  # fmt: skip
     points, earlier_log = resumed_points(partial, settings) if args.resume else ([], [])
     done = {(p["workload"], p["value"]) for p in points}
     try:
@@ -424,10 +431,12 @@ def evaluate_live(args: argparse.Namespace) -> int:
                 else:
                     # Repeats alternate forward and reversed order (A B C, C B A): the host's
                     # speed drifts over minutes, and this cancels a linear drift in each mean.
+                    # Only the first repeat warms up: later ones meet an engine that has
+                    # already served the episode.
                     runs = {names[c]: [] for c in order}
                     for r in range(args.repeats):
                         for c in order if r % 2 == 0 else order[::-1]:
-                            runs[names[c]].append(ctx.run_live(sc, c))
+                            runs[names[c]].append(ctx.run_live(sc, c, warm_runs=None if r == 0 else 0))
                     live = {n: _mean_runs(rs) for n, rs in runs.items()}
                 pt = {"workload": w.name, "knob": w.knob, "value": v, "offered_rate": offered_rate(sc),
                       "live": live, "sim": sim}  # fmt: skip
@@ -532,9 +541,11 @@ def evaluate_live(args: argparse.Namespace) -> int:
         "step_time_vs_profile_mean": s["step_time_vs_profile_mean"],
         "engines": args.engines,
         "warm_runs": args.warm_runs,
+        "turn_s": args.turn_s,
         "paired": None if pr is None else {
-            "how": (f"{args.engines} live engines taking turns one iteration at a time "
-                    "(rlspec.calibration.interleave): the policy beside each group of analytical controllers, "
+            "how": (f"{args.engines} live engines taking turns "
+                    + (f"of {args.turn_s:g} s of iterations " if args.turn_s else "one iteration at a time ")
+                    + "(rlspec.calibration.interleave): the policy beside each group of analytical controllers, "
                     "policy / controller from the episodes they ran together"),
             "groups": [["policy", *g] for g in analytical_groups(args.engines)],
             "mean_ratio_vs_best": pr["mean_ratio_vs_best"], "max_ratio_vs_best": pr["max_ratio_vs_best"],
@@ -617,6 +628,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="unmeasured serves of each live episode (group) before the measured one, so every "
                         "engine has met the point's token counts (rlspec.calibration.sweep); 0: as before "
                         "2026-12-06")  # fmt: skip
+    e.add_argument("--turn-s", type=float, default=0.0,
+                   help="engines in turns: each turn runs the iterations that start within this many seconds "
+                        "(0: one iteration per turn, which favours controllers with longer steps: "
+                        "bench/turns_bias.py)")  # fmt: skip
     e.add_argument("--out", default=None, metavar="NAME",
                    help="results/NAME.json (default: sim_to_real[-P]); another live run of one policy "
                         "keeps the first")  # fmt: skip
