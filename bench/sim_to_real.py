@@ -18,17 +18,19 @@ relative to that one (`rlspec.perf.capacity`), in training and evaluation alike.
 engine with the policy and every analytical controller (same requests), and in the matched
 simulator for reference. The host's speed changes between episodes by more than good
 controllers differ, so by default (`--engines 3`) the controllers run side by side: three
-engines take turns one iteration at a time (`rlspec.calibration.interleave`), the policy
-beside each group of two analytical controllers, and policy / controller comes from the
-episodes they ran together (*paired*). The figure of merit is policy mean latency / best
-analytical controller's, per point: raw (means over all episodes), paired, and with every
+engines take turns (`rlspec.calibration.interleave`), the policy beside each group of two
+analytical controllers, and policy / controller comes from the episodes they ran together
+(*paired*). A turn lasts `--turn-s` (0.5 s) of iterations: one iteration per turn charges
+every step the cost of a turn (caches and cores left cold by the other engines, a few ms),
+which favours controllers with fewer, longer steps. The figure of merit is policy mean
+latency / best analytical controller's, per point: raw (means over all episodes), paired, and with every
 episode moved to the point's mean engine speed (`rlspec.calibration.engine_speed`).
 `--engines 1` runs the controllers one after another on one engine instead, as a deployed
 engine steps: with `--repeats 2` the second pass runs them in reverse order (each controller's
 two episodes centred on the same moment, so a linear drift of the host cancels) and only the
-first pass warms up. Taking turns is not neutral between controllers: `bench/turns_bias.py`
-measured it favouring k = 4 over k = 0 by 2.7% of mean latency (notes/calibration.md
-section 24), so the paired figure leans towards the controllers that draft deepest.
+first pass warms up. `bench/turns_bias.py` measured one iteration per turn favouring k = 4
+over k = 0 by 2.7% of mean latency against the same pair served alone, and 0.5-s turns by
+0.2% (notes/calibration.md section 24).
 """
 
 from __future__ import annotations
@@ -628,10 +630,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="unmeasured serves of each live episode (group) before the measured one, so every "
                         "engine has met the point's token counts (rlspec.calibration.sweep); 0: as before "
                         "2026-12-06")  # fmt: skip
-    e.add_argument("--turn-s", type=float, default=0.0,
+    e.add_argument("--turn-s", type=float, default=0.5,
                    help="engines in turns: each turn runs the iterations that start within this many seconds "
-                        "(0: one iteration per turn, which favours controllers with longer steps: "
-                        "bench/turns_bias.py)")  # fmt: skip
+                        "(default: %(default)s; 0: one iteration per turn, as every run before 2026-12-06 noon, "
+                        "which favours controllers with longer steps: bench/turns_bias.py)")  # fmt: skip
     e.add_argument("--out", default=None, metavar="NAME",
                    help="results/NAME.json (default: sim_to_real[-P]); another live run of one policy "
                         "keeps the first")  # fmt: skip
