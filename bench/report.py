@@ -743,7 +743,8 @@ SECTIONS = [
     *((stem, functools.partial(sim_to_real, stem=stem)) for stem in (
         "sim_to_real-cpu-tiny-amx-refit", "sim_to_real-cpu-tiny-amx-refit-run2",
         "sim_to_real-cpu-tiny-amx-refit-warm-azure", "sim_to_real-cpu-tiny-amx-refit-warm-poisson",
-        "sim_to_real-cpu-tiny-amx-refit-warm-b")),
+        "sim_to_real-cpu-tiny-amx-refit-warm-b", "sim_to_real-cpu-tiny-amx-refit-turn0.5-poisson",
+        "sim_to_real-cpu-tiny-amx-refit-turn0.5-azure")),
     ("engine_slots-cpu-tiny-amx", engine_slots),
     *((stem, turns_bias) for stem in ("turns_bias-cpu-tiny-amx", "turns_bias-cpu-tiny-amx-turn0.5")),
     ("drafter_by_k-cpu-tiny-amx-before", drafter_by_k),
