@@ -53,6 +53,11 @@ def geomean(xs: list[float]) -> float:
     return math.exp(statistics.fmean(math.log(x) for x in xs))
 
 
+def b_over_a(key: str, eps_a: list[dict], eps_b: list[dict]) -> float:
+    """B's episodes over A's, on `key` (geometric means)."""
+    return geomean([e[key] for e in eps_b]) / geomean([e[key] for e in eps_a])
+
+
 def summarise(rounds: list[dict]) -> dict:
     """B / A per way of running, each round's figure and their geometric mean with its
     standard error (of the log, as a relative figure), and the design's bias: turns over alone."""
@@ -119,10 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             ab, ba = serve([a, b]), serve([b, a])
             alone = [serve([c])[0] for c in (a, b, b, a)]
-
-            def b_over_a(key: str, eps_a: list[dict], eps_b: list[dict]) -> float:
-                return geomean([e[key] for e in eps_b]) / geomean([e[key] for e in eps_a])
-
             rd = {
                 "turns": ab + ba,
                 "alone": alone,

@@ -43,6 +43,12 @@ class Job:
     seed: int
 
 
+def check_turn_s(turn_s: float) -> None:
+    """A turn's length, as `InterleavedEngines.run` and `SweepContext.turn_s` take it."""
+    if not 0.0 <= turn_s <= 60.0:
+        raise ValueError(f"turn_s: {turn_s!r} must be in [0, 60] seconds")
+
+
 class _TakeTurns(Tally):
     """The episode's Tally, handing the CPU to the coordinator once its turn has lasted
     `turn_s` (0: before every iteration).
@@ -221,8 +227,7 @@ class InterleavedEngines:
         gap_s = (self.blocktime_ms + 1) / 1000 if len(jobs) > 1 else 0.0
         if not 1 <= len(jobs) <= self.size:
             raise ValueError(f"jobs: {len(jobs)} given, this pool runs 1..{self.size} at once")
-        if not 0.0 <= turn_s <= 60.0:
-            raise ValueError(f"turn_s: {turn_s!r} must be in [0, 60] seconds")
+        check_turn_s(turn_s)
         active = list(range(len(jobs)))
         for i in active:
             self._conns[i].send((jobs[i], baselines, turn_s))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlspec.calibration.interleave import check_turn_s
 from rlspec.calibration.matching import (
     Tally,
     at_profile_dtype,
@@ -101,8 +102,7 @@ class SweepContext:
     def __post_init__(self) -> None:
         if self.warm_runs < 0:
             raise ValueError(f"warm_runs: {self.warm_runs!r} must be >= 0")
-        if not 0.0 <= self.turn_s <= 60.0:
-            raise ValueError(f"turn_s: {self.turn_s!r} must be in [0, 60] seconds")
+        check_turn_s(self.turn_s)
 
     @classmethod
     def open(cls, scenario: Scenario, profile: str | Path, live: bool = True, engines: int = 1,
@@ -209,10 +209,10 @@ class SweepContext:
                           seed: int | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
         """One live episode per controller, the engines taking turns (one iteration each, or
         `turn_s` of iterations: `interleave.py`), so every controller meets the host at the
-        same speed. With `quiet`
-        set: wait for a quiet CPU first and re-run the group if other processes used more than
-        `quiet` cores meanwhile (up to `retries` times; the last try is kept either way). The
-        group is served `warm_runs` times unmeasured first, each engine its own episode."""
+        same speed. With `quiet` set: wait for a quiet CPU first and re-run the group if other
+        processes used more than `quiet` cores meanwhile (up to `retries` times; the last try
+        is kept either way). The group is served `warm_runs` times unmeasured first, each
+        engine its own episode."""
         from rlspec.calibration.interleave import Job
         from rlspec.calibration.quiet import wait_quiet
 
