@@ -53,6 +53,7 @@ from fidelity import parse_load_scale  # noqa: E402
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.engine_speed import speed_adjusted  # noqa: E402
+from rlspec.calibration.interleave import seated  # noqa: E402
 from rlspec.calibration.sweep import SweepContext, Workload, mean_of_present, offered_rate  # noqa: E402
 from rlspec.perf.capacity import capacity_ratio  # noqa: E402
 from rlspec.perf.profile import KVPool, load_profile  # noqa: E402
@@ -399,7 +400,7 @@ def evaluate_live(args: argparse.Namespace) -> int:
     partial = RESULTS / f"{name}.partial.json"
     settings = {"policy": str(Path(args.policy).resolve()), "profile": args.profile, "requests": requests,
                 "engines": args.engines, "repeats": args.repeats, "sim_seeds": args.sim_seeds,
-                "warm_runs": args.warm_runs, "turn_s": args.turn_s,
+                "warm_runs": args.warm_runs, "turn_s": args.turn_s, "policy_engine": "rotated",
                 "workloads": {w.name: list(w.values) for w in chosen}}  # fmt: skip
     points, earlier_log = resumed_points(partial, settings) if args.resume else ([], [])
     done = {(p["workload"], p["value"]) for p in points}
@@ -418,13 +419,14 @@ def evaluate_live(args: argparse.Namespace) -> int:
                     live = dict(sim)
                 elif ctx.together is not None:
                     # The policy runs beside every group of analytical controllers, the engines
-                    # taking turns per iteration: each comparison is made at one host speed.
+                    # taking turns: each comparison is made at one host speed, the policy on a
+                    # different engine in each group (`seated`).
                     runs = {names[c]: [] for c in order}
                     groups = [[policy, *[c for c in order if c in g]] for g in analytical_groups(args.engines)]
                     paired_runs = []
                     for r in range(args.repeats):
-                        for g in groups if r % 2 == 0 else groups[::-1]:
-                            together = ctx.run_live_together(sc, g)
+                        for gi in range(len(groups)) if r % 2 == 0 else reversed(range(len(groups))):
+                            together = ctx.run_live_together(sc, seated(groups[gi], gi + i))
                             for c, m in together.items():
                                 runs[names[c]].append(m)
                             paired_runs.append({names[c]: m["mean_latency_s"] for c, m in together.items()})
@@ -548,8 +550,10 @@ def evaluate_live(args: argparse.Namespace) -> int:
             "how": (f"{args.engines} live engines taking turns "
                     + (f"of {args.turn_s:g} s of iterations " if args.turn_s else "one iteration at a time ")
                     + "(rlspec.calibration.interleave): the policy beside each group of analytical controllers, "
-                    "policy / controller from the episodes they ran together"),
+                    "on engine (group + point) mod engines (an episode's `together` lists its group in engine "
+                    "order), policy / controller from the episodes they ran together"),
             "groups": [["policy", *g] for g in analytical_groups(args.engines)],
+            "policy_engine": "rotated",
             "mean_ratio_vs_best": pr["mean_ratio_vs_best"], "max_ratio_vs_best": pr["max_ratio_vs_best"],
             "sum_ratio_vs_best": pr["sum_ratio_vs_best"], "mean_ratio_vs_goodput": pr["mean_ratio_vs_goodput"],
             "points_at_most_1": pr["points_at_most_1"], "holds": pr["mean_ratio_vs_best"] <= 1.0,

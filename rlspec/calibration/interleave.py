@@ -49,6 +49,22 @@ def check_turn_s(turn_s: float) -> None:
         raise ValueError(f"turn_s: {turn_s!r} must be in [0, 60] seconds")
 
 
+def seated(group: Sequence[str], seat: int) -> list[str]:
+    """`group` in engine order (engine i serves element i), rotated so its first member
+    takes engine `seat % len(group)`.
+
+    The engines in turns are not alike: in `bench/turns_bias.py` the first served the same
+    episode 1-3% slower than the second, whichever controller it ran (notes/calibration.md
+    section 25), and a paired comparison whose reference always sits on one engine carries
+    that engine's speed. A sweep seats the reference (the policy, first in every group) at
+    group index + point index, so it takes every engine equally over a point's groups and
+    the others move from engine to engine over the points."""
+    if not group:
+        raise ValueError("group: empty; give at least one controller")
+    s = seat % len(group)
+    return [*group[len(group) - s :], *group[: len(group) - s]]
+
+
 class _TakeTurns(Tally):
     """The episode's Tally, handing the CPU to the coordinator once its turn has lasted
     `turn_s` (0: before every iteration).
