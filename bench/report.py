@@ -397,6 +397,11 @@ def sim_to_real(d: dict, stem: str | None = None) -> list[str]:
                 "(`rlspec.calibration.interleave`); each engine's clock counts only its own steps, so every controller "
                 "in a group meets the host at the same speed. Groups: "
                 + "; ".join(" + ".join(g) for g in pr["groups"])
+                + ". " + ("The policy sits on engine (group + point) mod engines, so it serves on every engine "
+                          "equally (`interleave.seated`)" if pr.get("policy_engine") == "rotated" else
+                          "The policy sits on the first engine in every group; with two engines "
+                          "`bench/turns_bias.py` found the first 1-3% slower than the second, whoever it served, "
+                          "so these paired figures may lean against the policy by as much")
                 + ". Policy / controller is taken from the episodes they ran together, and the best analytical "
                 "controller is the one the policy compares worst against.", ""]  # fmt: skip
     if adj is not None:
@@ -461,6 +466,11 @@ def sim_to_real(d: dict, stem: str | None = None) -> list[str]:
                 + ", ".join(f"{c} {v:.3f}" for c, v in speeds.items())
                 + f". Median slope d log latency / d log speed: {adj['slope_median']:.2f}.", "",
                 f"![live latency vs engine speed](results/{stem}.png)", ""]  # fmt: skip
+    engines = s["live"].get("speed_by_engine")
+    if engines:
+        out += ["Each engine's step-time ratio over its point's mean, over the episodes it served (the controllers "
+                "seated in rotation, so this is the engines' own speed): "
+                + ", ".join(f"engine {e} {v:.3f}" for e, v in engines.items()) + ".", ""]  # fmt: skip
     return out
 
 
@@ -656,16 +666,20 @@ def turns_bias(d: dict) -> list[str]:
                                                        else "one iteration per turn") + ") with A on the first "
         "engine, in turns with B on it, then A, B, B, A "
         "one after another on the first engine alone. B / A of mean latency and of step time over the profile "
-        "(geometric means); the design's bias is B / A in turns over B / A alone.",
+        "(geometric means); the design's bias is B / A in turns over B / A alone. *First / second*: each "
+        "controller's episode in turns on the first engine over its episode on the second (geometric mean over A "
+        "and B): the engines' own difference, whoever they serve.",
         "",
-        "| round | latency B / A, in turns | alone | bias | steps / profile B / A, in turns | alone | bias |",
-        "|---|---|---|---|---|---|---|",
+        "| round | latency B / A, in turns | alone | bias | first / second | steps / profile B / A, in turns | alone "
+        "| bias | first / second |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     lat, st = d["summary"]["mean_latency_s"], d["summary"]["step_time_vs_profile"]
+    cols = ("turns", "alone", "bias", "first_over_second")
     for i in range(len(d["rounds"])):
-        out.append(f"| {i} | " + " | ".join(f"{x[k]['per_round'][i]:.3f}" for x in (lat, st) for k in ("turns", "alone", "bias")) + " |")
+        out.append(f"| {i} | " + " | ".join(f"{x[k]['per_round'][i]:.3f}" for x in (lat, st) for k in cols) + " |")
     out.append("| mean | " + " | ".join(f"**{x[k]['mean']:.3f}** +- {x[k]['rel_se']:.3f}" for x in (lat, st)
-                                       for k in ("turns", "alone", "bias")) + " |")  # fmt: skip
+                                       for k in cols) + " |")  # fmt: skip
     out += ["", f"Simulated B / A mean latency: {d['sim_b_over_a']:.3f} ({d['sim_seeds']} seeds).", ""]
     return out
 

@@ -160,12 +160,32 @@ def _mean_runs(runs: list[dict]) -> dict:
     as large as the differences between good controllers)."""
     per_run = {"mean_latency_runs_s": [r["mean_latency_s"] for r in runs],
                "step_time_vs_profile_runs": [r["step_time_vs_profile"] for r in runs]}  # fmt: skip
+    if all("engine" in r for r in runs):  # engines in turns: which engine served each run
+        per_run["engine_runs"] = [r["engine"] for r in runs]
+    runs = [{k: v for k, v in r.items() if k != "engine"} for r in runs]
     if len(runs) == 1:
         return {**runs[0], **per_run}
     out = {k: (statistics.fmean(r[k] for r in runs)
                if all(isinstance(r[k], int | float) and not isinstance(r[k], bool) for r in runs) else runs[-1][k])
            for k in runs[0]}  # fmt: skip
     return {**out, **per_run}
+
+
+def speed_by_engine(points: list[dict]) -> dict[str, float] | None:
+    """Each engine's step time over the profile relative to its point's mean, geometric mean
+    over the episodes it served: the engines' own speeds, since every group spans every engine
+    at one moment and the seated controllers move between them (None: episodes without their
+    engine recorded)."""
+    logs: dict[int, list[float]] = {}
+    for p in points:
+        runs = [m for m in p["live"].values()]
+        if not all("engine_runs" in m for m in runs):
+            return None
+        eps = [(e, math.log(x)) for m in runs for e, x in zip(m["engine_runs"], m["step_time_vs_profile_runs"], strict=True)]
+        mean = statistics.fmean(x for _, x in eps)
+        for e, x in eps:
+            logs.setdefault(e, []).append(x - mean)
+    return {str(e): math.exp(statistics.fmean(v)) for e, v in sorted(logs.items())} if logs else None
 
 
 def analytical_groups(engines: int) -> list[list[str]]:
@@ -241,8 +261,12 @@ def pool_runs(runs: list[dict]) -> dict:
     # results from before the sweep took --profile (a98850f) were all cpu-tiny's
     runs = [{"profile": "cpu-tiny", **r} for r in runs]
     keys = ("policy", "profile", "workloads", "controllers")
+
+    def seating(r: dict) -> str:  # where the policy sat in turns (results before `seated`: the first engine)
+        return (r.get("paired") or {}).get("policy_engine", "first")
+
     for r in runs[1:]:
-        diff = [k for k in keys if r.get(k) != runs[0].get(k)]
+        diff = [k for k in keys if r.get(k) != runs[0].get(k)] + (["policy_engine"] if seating(r) != seating(runs[0]) else [])
         if diff:
             raise SystemExit(f"pool: the runs differ in {', '.join(diff)}; only runs of one policy on one sweep pool")
     at = [{(p["workload"], p["value"]): p for p in r["points"]} for r in runs]
@@ -427,8 +451,8 @@ def evaluate_live(args: argparse.Namespace) -> int:
                     for r in range(args.repeats):
                         for gi in range(len(groups)) if r % 2 == 0 else reversed(range(len(groups))):
                             together = ctx.run_live_together(sc, seated(groups[gi], gi + i))
-                            for c, m in together.items():
-                                runs[names[c]].append(m)
+                            for engine, (c, m) in enumerate(together.items()):  # engine order
+                                runs[names[c]].append({**m, "engine": engine})
                             paired_runs.append({names[c]: m["mean_latency_s"] for c, m in together.items()})
                     live = {n: _mean_runs(rs) for n, rs in runs.items()}
                     paired = _paired(paired_runs)
@@ -497,6 +521,7 @@ def evaluate_live(args: argparse.Namespace) -> int:
             out["speed_vs_point_mean"] = {c: statistics.fmean(
                 p["live"][c]["step_time_vs_profile"] / statistics.fmean(m["step_time_vs_profile"] for m in p["live"].values())
                 for p in pts) for c in pts[0]["live"]}  # fmt: skip
+            out["speed_by_engine"] = speed_by_engine(pts)
         if side == "live_adjusted":
             out["slope_median"] = statistics.median(p["live_speed"]["slope"] for p in pts)
             out["r2_median"] = statistics.median(p["live_speed"]["r2"] for p in pts)
@@ -581,6 +606,9 @@ def evaluate_live(args: argparse.Namespace) -> int:
           f"vs goodput {s['mean_ratio_vs_goodput']:.3f}x; repeated episodes spread "
           f"{s['repeat_spread_median'] or 0:.1%} (median); live steps "
           f"{s['step_time_vs_profile_mean'] or 0:.2f}x the profile's")  # fmt: skip
+    if s.get("speed_by_engine"):
+        print("step time by engine, over the point's mean: "
+              + ", ".join(f"engine {e} {x:.3f}" for e, x in s["speed_by_engine"].items()))  # fmt: skip
     if pr is not None:
         print(f"paired (engines in turns): {pr['mean_ratio_vs_best']:.3f}x on average, worst "
               f"{pr['max_ratio_vs_best']:.3f}x, {pr['points_at_most_1']}/{pr['points']} points <= 1.00x; "

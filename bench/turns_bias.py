@@ -2,6 +2,7 @@
 
     python bench/turns_bias.py --profile cpu-tiny-amx --pair static:0,batch-table --wait-quiet 0.3
     python bench/turns_bias.py --pair static:0,batch-table --turn-s 0.5 --out turns_bias-cpu-tiny-amx-turn0.5
+    python bench/turns_bias.py --summarise turns_bias-cpu-tiny-amx
 
 `bench/sim_to_real.py eval` judges the policy by paired ratios: the policy and the analytical
 controllers on their own engines, taking turns one iteration at a time, so every engine meets
@@ -20,14 +21,19 @@ engine that has built its own shapes (sections 22-23 of notes/calibration.md). T
 of mean latency and of step time over the profile, in turns and alone, per round; the bias
 of the design is their quotient, (B / A in turns) / (B / A alone), beside the simulator's B / A.
 `--turn-s` makes each turn last that long (as many iterations as start within it) instead of
-one iteration, which spreads the cost of a turn thin. Writes results/NAME.json (default
-turns_bias-<profile>).
+one iteration, which spreads the cost of a turn thin. Since both controllers run on both
+engines, each round also measures the engines themselves: the first engine over the second,
+whoever they serve (it read 1.2-2.7% slower in every round of both committed runs, which is
+why `sim_to_real.py eval` seats its policy on every engine in turn). Writes results/NAME.json
+(default turns_bias-<profile>); `--summarise NAME` recomputes a result's summary from its
+rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import statistics
 import sys
@@ -58,16 +64,28 @@ def b_over_a(key: str, eps_a: list[dict], eps_b: list[dict]) -> float:
     return geomean([e[key] for e in eps_b]) / geomean([e[key] for e in eps_a])
 
 
+def first_over_second(turns: list[dict], key: str) -> float:
+    """How much slower the first engine in turns served an episode than the second, on `key`:
+    each controller's episode on the first over its episode on the second, geometric mean
+    over the two controllers. `turns` is a round's [A on the first, B on the second, B on
+    the first, A on the second]; the AB group ran before the BA group, so a linear drift of
+    the host's speed cancels in the product."""
+    a1, b2, b1, a2 = (e[key] for e in turns)
+    return math.sqrt(a1 / a2 * (b1 / b2))
+
+
 def summarise(rounds: list[dict]) -> dict:
     """B / A per way of running, each round's figure and their geometric mean with its
-    standard error (of the log, as a relative figure), and the design's bias: turns over alone."""
+    standard error (of the log, as a relative figure); the design's bias, turns over alone;
+    and the engines' own difference, first engine over second, whoever they serve."""
     out: dict = {}
     for key in KEYS:
         turns = [r["turns_b_over_a"][key] for r in rounds]
         alone = [r["alone_b_over_a"][key] for r in rounds]
         bias = [t / a for t, a in zip(turns, alone, strict=True)]
+        first = [first_over_second(r["turns"], key) for r in rounds]
         entry = {}
-        for name, xs in (("turns", turns), ("alone", alone), ("bias", bias)):
+        for name, xs in (("turns", turns), ("alone", alone), ("bias", bias), ("first_over_second", first)):
             logs = [math.log(x) for x in xs]
             se = statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else float("nan")
             entry[name] = {"per_round": [round(x, 4) for x in xs], "mean": round(geomean(xs), 4),
@@ -89,7 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sim-seeds", type=int, default=5)
     ap.add_argument("--wait-quiet", type=float, default=0.3, metavar="CORES")
     ap.add_argument("--out", default=None, metavar="NAME", help="results/NAME.json (default: turns_bias-P)")
+    ap.add_argument("--summarise", default=None, metavar="NAME",
+                    help="recompute results/NAME.json's summary from its rounds (no engine runs)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.summarise:
+        path = ROOT / "results" / f"{args.summarise}.json"
+        d = json.loads(path.read_text())
+        d["summary"] = summarise(d["rounds"])
+        path.write_text(json.dumps(d, indent=2) + "\n")
+        first = d["summary"]["mean_latency_s"]["first_over_second"]
+        print(f"rewrote {path.relative_to(ROOT)}: first engine over second {first['mean']:.3f} +- {first['rel_se']:.3f}")
+        return 0
     pair = args.pair.split(",")
     if len(pair) != 2 or pair[0] == pair[1]:
         raise SystemExit(f"--pair: {args.pair!r}; give two different controllers, A,B")
@@ -154,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     })  # fmt: skip
     lat = summary["mean_latency_s"]
     print(f"{b} / {a} mean latency: in turns {lat['turns']['mean']:.3f}, alone {lat['alone']['mean']:.3f}, "
-          f"simulated {sim_ratio:.3f}; turns over alone {lat['bias']['mean']:.3f} +- {lat['bias']['rel_se']:.3f}")
+          f"simulated {sim_ratio:.3f}; turns over alone {lat['bias']['mean']:.3f} +- {lat['bias']['rel_se']:.3f}; "
+          f"first engine over second {lat['first_over_second']['mean']:.3f} +- {lat['first_over_second']['rel_se']:.3f}")
     return 0
 
 
