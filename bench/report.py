@@ -758,7 +758,8 @@ SECTIONS = [
         "sim_to_real-cpu-tiny-amx-refit", "sim_to_real-cpu-tiny-amx-refit-run2",
         "sim_to_real-cpu-tiny-amx-refit-warm-azure", "sim_to_real-cpu-tiny-amx-refit-warm-poisson",
         "sim_to_real-cpu-tiny-amx-refit-warm-b", "sim_to_real-cpu-tiny-amx-refit-turn0.5-poisson",
-        "sim_to_real-cpu-tiny-amx-refit-turn0.5-azure")),
+        "sim_to_real-cpu-tiny-amx-refit-turn0.5-azure", "sim_to_real-cpu-tiny-amx-refit-turn0.5-poisson-run2",
+        "sim_to_real-cpu-tiny-amx-refit-seated-poisson", "sim_to_real-cpu-tiny-amx-refit-seated-azure")),
     ("engine_slots-cpu-tiny-amx", engine_slots),
     *((stem, turns_bias) for stem in ("turns_bias-cpu-tiny-amx", "turns_bias-cpu-tiny-amx-turn0.5")),
     ("drafter_by_k-cpu-tiny-amx-before", drafter_by_k),
@@ -766,6 +767,7 @@ SECTIONS = [
     ("shape_warmth-cpu-tiny-amx", shape_warmth),
     ("shape_warmth-cpu-tiny-amx-by-k", shape_warmth),
     ("shape_warmth-cpu-tiny-amx-poisson-cache", shape_warmth),
+    ("shape_warmth-cpu-tiny-amx-vm-speed", shape_warmth),
     ("drift_robustness", drift_robustness),
 ]
 
