@@ -178,7 +178,7 @@ def speed_by_engine(points: list[dict]) -> dict[str, float] | None:
     engine recorded)."""
     logs: dict[int, list[float]] = {}
     for p in points:
-        runs = [m for m in p["live"].values()]
+        runs = list(p["live"].values())
         if not all("engine_runs" in m for m in runs):
             return None
         eps = [(e, math.log(x)) for m in runs for e, x in zip(m["engine_runs"], m["step_time_vs_profile_runs"], strict=True)]
