@@ -20,10 +20,18 @@ a run; `WorkloadAcceptance.fit` takes the position decay from the workload's own
 then finds the mean (pooled concentration held) for which the simulator, serving the same
 requests the same way, verifies the measured share.
 A matched simulator of that workload uses it.
+
+The concentration c says how much requests differ from one another, which no pooled count
+can show: position rates cannot tell a spread of a from a position decay. Where the engine
+reports each request's verify steps (vLLM's per-request speculative-decoding metrics),
+`fit_concentration` finds (m, c) by maximum likelihood on them, integrating each request's
+unknown a over the Beta; the stopping rule (a request ends when its tokens are out) depends
+only on what was observed, so it does not bias the likelihood as it biases the pooled share.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -150,6 +158,117 @@ def fit_acceptance(
     return AcceptanceFit(m, d, concentration, counts, tuple(float(x) for x in pred))
 
 
+# One request's verify steps: (drafts proposed per step, drafts accepted per step).
+RequestDrafts = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class ConcentrationFit:
+    """Maximum-likelihood acceptance from each request's verify steps."""
+
+    mean: float
+    concentration: float  # the grid's largest value means "no spread found" (a lower bound)
+    concentration_interval: tuple[float, float]  # 95% profile-likelihood interval (grid ends)
+    position_decay: float  # fitted with them, or held
+    requests: int
+    steps: int
+    log_likelihood: float
+    log_likelihood_gain: float  # over the grid's largest c (one a for every request)
+
+    def as_dict(self) -> dict:
+        lo, hi = self.concentration_interval
+        return {"mean": round(self.mean, 4), "concentration": round(self.concentration, 2),
+                "concentration_interval_95": [round(lo, 2), round(hi, 2)],
+                "position_decay": round(self.position_decay, 4), "requests": self.requests,
+                "steps": self.steps, "log_likelihood": round(self.log_likelihood, 2),
+                "log_likelihood_gain_over_no_spread": round(self.log_likelihood_gain, 2)}  # fmt: skip
+
+
+# Concentrations tried: from a wide spread (c = 1) to requests all but alike (c = 3000).
+CONCENTRATION_GRID = np.geomspace(1.0, 3000.0, 121)
+
+
+def _outcome_counts(requests: Sequence[RequestDrafts], positions: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per request and draft position: times it was accepted (S) and times it was the first
+    draft rejected (F). Position j of a step with n drafts and j_acc accepted is accepted
+    when j < j_acc and the first rejection when j == j_acc < n."""
+    s = np.zeros((len(requests), positions))
+    f = np.zeros((len(requests), positions))
+    for i, (drafted, accepted) in enumerate(requests):
+        for n, acc in zip(drafted, accepted, strict=True):
+            if not 0 <= acc <= n <= positions:
+                raise ValueError(f"request {i}: {acc} accepted of {n} drafts (k_max {positions})")
+            s[i, :acc] += 1
+            if acc < n:
+                f[i, acc] += 1
+    return s, f
+
+
+def _profile_over_concentration(s: np.ndarray, f: np.ndarray, decay: float,
+                                grid_points: int) -> list[tuple[float, float, float]]:  # fmt: skip
+    """(log likelihood, best m, c) for every c of CONCENTRATION_GRID at this decay."""
+    a = (np.arange(grid_points) + 0.5) / grid_points  # (G,) midpoints of the integral over a
+    p = np.clip(a[:, None] * decay ** np.arange(s.shape[1])[None, :], 1e-12, 1 - 1e-12)  # (G, K)
+    log_l = s @ np.log(p).T + f @ np.log1p(-p).T  # (R, G): log P(request's steps | a)
+    top = log_l.max(axis=1)
+    lik = np.exp(log_l - top[:, None])  # (R, G), scaled per request
+    log_a, log_1a = np.log(a), np.log1p(-a)
+
+    def total(m: float, c: float) -> float:
+        log_w = (m * c - 1) * log_a + ((1 - m) * c - 1) * log_1a
+        w = np.exp(log_w - log_w.max())
+        w /= w.sum()  # the Beta's mass on the grid points
+        return float((np.log(lik @ w) + top).sum())
+
+    def best_m(c: float, grid: np.ndarray) -> tuple[float, float]:
+        vals = [total(m, c) for m in grid]
+        i = int(np.argmax(vals))
+        return vals[i], float(grid[i])
+
+    out = []
+    for c in CONCENTRATION_GRID:
+        ll, m = best_m(float(c), np.linspace(0.02, 0.98, 49))
+        for step in (0.02, 0.002):
+            ll, m = best_m(float(c), np.clip(np.linspace(m - step, m + step, 21), 0.005, 0.995))
+        out.append((ll, m, float(c)))
+    return out
+
+
+def fit_concentration(requests: Sequence[RequestDrafts], decay: float | None = None,
+                      grid_points: int = 400) -> ConcentrationFit:  # fmt: skip
+    """(m, c) maximising the product over requests of the integral over a ~ Beta(mc, (1-m)c)
+    of that request's step likelihood, prod_j (a d^j)^S_j (1 - a d^j)^F_j; the decay d too
+    when `decay` is None (the order of rejections within a request shows it apart from c).
+
+    The integral is a midpoint sum over `grid_points` values of a; m is searched on a grid
+    refined twice around the best, c on CONCENTRATION_GRID, d in steps of 0.01 then 0.002."""
+    used = [r for r in requests if len(r[0])]
+    if not used:
+        raise ValueError("no request had a verify step with drafts: measure with k >= 1")
+    s, f = _outcome_counts(used, max(max(r[0]) for r in used))
+    if decay is None:
+        fits = {}
+        for grid in (np.linspace(0.8, 1.0, 21), None):
+            if grid is None:
+                d0 = max(fits, key=lambda d: max(fits[d])[0])
+                grid = np.clip(np.linspace(d0 - 0.01, d0 + 0.01, 11), 0.3, 1.0)
+            for d in grid:
+                if round(float(d), 6) not in fits:
+                    fits[round(float(d), 6)] = _profile_over_concentration(s, f, float(d), grid_points)
+        decay = max(fits, key=lambda d: max(fits[d])[0])
+        profile = fits[decay]
+    else:
+        profile = _profile_over_concentration(s, f, decay, grid_points)
+    lls = np.array([x[0] for x in profile])
+    ll, m, c = profile[int(np.argmax(lls))]
+    # chi-square(1) 95% (3.84 / 2), widened to the first grid points outside: the bound
+    # lies between them and the last inside.
+    inside = np.flatnonzero(lls >= ll - 1.92)
+    lo, hi = CONCENTRATION_GRID[max(inside[0] - 1, 0)], CONCENTRATION_GRID[min(inside[-1] + 1, len(lls) - 1)]
+    return ConcentrationFit(m, c, (float(lo), float(hi)), decay, len(used),
+                            sum(len(r[0]) for r in used), ll, ll - float(lls[-1]))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class WorkloadAcceptance:
     """Drafts verified while one workload's held-out requests ran at a static k."""
@@ -158,19 +277,33 @@ class WorkloadAcceptance:
     lengths: tuple[tuple[int, int], ...]  # (prompt_len, output_len) of the requests, all at t=0
     k: int
     counts: PositionCounts
+    # Each request's verify steps, in `lengths` order (empty: the engine did not report them;
+    # measurements saved before they were recorded).
+    per_request: tuple[RequestDrafts, ...] = ()
 
     @property
     def requests(self) -> int:
         return len(self.lengths)
 
     def to_dict(self) -> dict:
-        return {"workload": self.workload, "lengths": [list(x) for x in self.lengths], "k": self.k,
-                "drafted_per_pos": self.counts.drafted, "accepted_per_pos": self.counts.accepted}  # fmt: skip
+        d = {"workload": self.workload, "lengths": [list(x) for x in self.lengths], "k": self.k,
+             "drafted_per_pos": self.counts.drafted, "accepted_per_pos": self.counts.accepted}  # fmt: skip
+        if self.per_request:
+            d["per_request"] = [[list(dr), list(ac)] for dr, ac in self.per_request]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> WorkloadAcceptance:
+        per_request = tuple((tuple(map(int, dr)), tuple(map(int, ac))) for dr, ac in d.get("per_request", ()))
         return cls(str(d["workload"]), tuple((int(p), int(o)) for p, o in d["lengths"]), int(d["k"]),
-                   PositionCounts(list(d["drafted_per_pos"]), list(d["accepted_per_pos"])))  # fmt: skip
+                   PositionCounts(list(d["drafted_per_pos"]), list(d["accepted_per_pos"])), per_request)  # fmt: skip
+
+    @functools.cached_property
+    def spread(self) -> ConcentrationFit | None:
+        """The spread of acceptance between this workload's requests, with its mean and
+        decay, by maximum likelihood (None when the engine did not report each request's
+        steps)."""
+        return fit_concentration(self.per_request) if self.per_request else None
 
     def simulated_share(self, acceptance: AcceptanceConfig, profile: Profile, engine: EngineConfig,
                         seeds: int = 8) -> float:  # fmt: skip
@@ -198,17 +331,24 @@ class WorkloadAcceptance:
         to matter: on the tiny pair the pooled 0.958 made a Poisson chat run at k=3 read 0.367
         in the simulator against 0.344 live, where the workload's own marginals imply 0.347.
         The mean is not taken from the same least squares: it is biased low on requests
-        served to completion (see the module's docstring)."""
-        decay = fit_acceptance(self.counts, concentration=pooled.concentration).position_decay
+        served to completion (see the module's docstring).
+
+        The concentration is the workload's own where its requests' steps were recorded
+        (`spread`), else the pooled one. It matters for the decay: a spread of a
+        raises the later positions' conditional rates (the requests that got that far accept
+        more), which a fit assuming too much spread reads as a decay below 1."""
+        spread = self.spread
+        conc = spread.concentration if spread is not None else pooled.concentration
+        decay = fit_acceptance(self.counts, concentration=conc).position_decay
         target = self.counts.mean
         lo, hi = 0.01, 0.99
         for _ in range(14):
             mid = (lo + hi) / 2
-            cfg = AcceptanceConfig(mean=mid, concentration=pooled.concentration, position_decay=decay)
+            cfg = AcceptanceConfig(mean=mid, concentration=conc, position_decay=decay)
             if self.simulated_share(cfg, profile, engine, seeds) < target:
                 lo = mid
             else:
                 hi = mid
         mean = (lo + hi) / 2
-        pred = marginal_rates(mean, decay, pooled.concentration, len(self.counts.drafted))
-        return AcceptanceFit(mean, decay, pooled.concentration, self.counts, tuple(float(x) for x in pred))
+        pred = marginal_rates(mean, decay, conc, len(self.counts.drafted))
+        return AcceptanceFit(mean, decay, conc, self.counts, tuple(float(x) for x in pred))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlspec.calibration.acceptance import (
     AcceptanceFit,
+    ConcentrationFit,
     PositionCounts,
     WorkloadAcceptance,
     fit_acceptance,
@@ -83,6 +84,8 @@ def measure_live_engine(
         block_size=block_size,
         dtype=dtype,
         seed=seed,
+        # Each request's verify steps, for the spread of acceptance between requests.
+        extra_engine_args={"per_request_spec_decode_metrics": "detailed"},
     )
     plan = plan or default_plan(
         k_max, max_num_seqs, max_num_batched_tokens, max_model_len, quick=quick, repeats=repeats
@@ -150,6 +153,8 @@ class CalibrationResult:
     reload_s: float
     host_bandwidth: float
     measurement: Any  # LiveMeasurement
+    # scenario name -> maximum likelihood over its requests' own steps (where they were recorded)
+    workload_spread: dict[str, ConcentrationFit] = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
     def residuals(self) -> dict[str, dict[str, ResidualGroup]]:
@@ -189,6 +194,7 @@ class CalibrationResult:
                 w.workload: {**self.workload_acceptance[w.workload].as_dict(), "requests": w.requests, "k": w.k}
                 for w in self.measurement.workload_acceptance
             },
+            "acceptance_spread_by_workload": {n: f.as_dict() for n, f in self.workload_spread.items()},
             "offload_s_median": self.offload_s,
             "reload_s_median": self.reload_s,
             "transfers": len(m.transfers),
@@ -311,25 +317,36 @@ def fit_measurement(
         profile = dataclasses.replace(
             profile, sources={**profile.sources, **_workload_sources(measurement, by_workload)}
         )
-    return CalibrationResult(profile, fit, sset, acc, by_workload, off_s, rel_s, bw, measurement)
+    spread = {w.workload: f for w in measurement.workload_acceptance if (f := w.spread) is not None}
+    return CalibrationResult(profile, fit, sset, acc, by_workload, off_s, rel_s, bw, measurement, spread)
 
 
 def _workload_sources(measurement: LiveMeasurement, fits: dict[str, AcceptanceFit]) -> dict[str, str]:
+    def spread(w: WorkloadAcceptance) -> str:
+        f = w.spread
+        if f is None:
+            return "pooled concentration"
+        lo, hi = f.concentration_interval
+        return (f"concentration {f.concentration:.1f} (95% {lo:.1f}-{hi:.1f}) by maximum likelihood over its "
+                f"requests' {f.steps} verify steps")  # fmt: skip
+
     described = "; ".join(
         f"{w.workload}: accepted/drafted {w.counts.mean:.3f} of {sum(w.counts.drafted)} drafts over "
-        f"{w.requests} held-out requests at k={w.k} -> mean {fits[w.workload].mean:.3f}, "
+        f"{w.requests} held-out requests at k={w.k}, {spread(w)} -> mean {fits[w.workload].mean:.3f}, "
         f"position_decay {fits[w.workload].position_decay:.3f}"
         for w in measurement.workload_acceptance
     )
     return {
         "acceptance.workloads": (
             "measured: each workload's own requests (its lengths, prompts no evaluation uses) run "
-            "to completion at once; the position decay their own counts show, and the mean for which "
-            "the simulator, serving them alike at that decay, verifies the same share (pooled "
-            f"concentration held): {described}"
+            "to completion at once; the spread between requests their own steps show (where the engine "
+            "reported them; else the pooled concentration), the position decay their counts show at that "
+            "spread, and the mean for which the simulator, serving them alike, verifies the same share: "
+            f"{described}"
         ),
         **{f"acceptance.workload.{n}.mean": f"{f.mean:.4f}" for n, f in fits.items()},
         **{f"acceptance.workload.{n}.position_decay": f"{f.position_decay:.4f}" for n, f in fits.items()},
+        **{f"acceptance.workload.{n}.concentration": f"{f.concentration:.1f}" for n, f in fits.items()},
     }
 
 
@@ -362,8 +379,14 @@ def format_report(res: CalibrationResult) -> str:
         + "  ".join(f"{x:.3f}" for x in a.predicted_marginal),
         *(f"  on {w.workload} ({w.requests} held-out requests, k={w.k}): accepted/drafted "
           f"{w.counts.mean:.3f} over {sum(w.counts.drafted)} drafts -> mean "
-          f"{res.workload_acceptance[w.workload].mean:.3f} (simulator-matched, decay held)"
+          f"{res.workload_acceptance[w.workload].mean:.3f} (simulator-matched at decay "
+          f"{res.workload_acceptance[w.workload].position_decay:.3f}, concentration "
+          f"{res.workload_acceptance[w.workload].concentration:.1f})"
           for w in res.measurement.workload_acceptance),
+        *(f"  spread between {n}'s requests (maximum likelihood over {f.requests} requests' {f.steps} "
+          f"verify steps): concentration {f.concentration:.1f} (95% {f.concentration_interval[0]:.1f}-"
+          f"{f.concentration_interval[1]:.1f}), mean {f.mean:.3f}, position_decay {f.position_decay:.3f}"
+          for n, f in res.workload_spread.items()),
         "",
         f"drafter transfer: offload {res.offload_s * 1e3:.1f} ms, reload {res.reload_s * 1e3:.1f} ms "
         f"(medians of {len(res.measurement.transfers)}); host copy bandwidth "

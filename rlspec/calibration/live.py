@@ -201,7 +201,8 @@ def measure_workload_acceptance(
     counts = PositionCounts.total(pairs)
     if not sum(counts.drafted):
         raise RuntimeError(f"acceptance of {workload!r}: no drafts were verified (k={k})")
-    return WorkloadAcceptance(workload, tuple((r.prompt_len, r.output_len) for r in requests), k, counts)
+    per_request = tuple(backend.request_drafts[r.request_id] for r in requests) if backend.request_drafts else ()
+    return WorkloadAcceptance(workload, tuple((r.prompt_len, r.output_len) for r in requests), k, counts, per_request)
 
 
 def measure_live(

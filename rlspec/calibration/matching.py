@@ -66,19 +66,20 @@ def measured_acceptance(profile: Profile, workload: str | None = None) -> Accept
     """The acceptance `rlspec calibrate` measured on the live pair (kept in the profile's
     `sources` as `acceptance.mean`, `.position_decay`, `.concentration`), as a scenario's
     acceptance; with `workload` (a scenario name) measured on that workload's requests
-    (`acceptance.workload.<name>.mean`, `.position_decay`), when it was. None for a profile
-    that was not calibrated."""
+    (`acceptance.workload.<name>.mean`, `.position_decay`, `.concentration`), when it was.
+    None for a profile that was not calibrated."""
     src = profile.sources
     pooled_decay = src.get("acceptance.position_decay", 1.0)
+    pooled_conc = src.get("acceptance.concentration", 20.0)
     own = f"acceptance.workload.{workload}."
     try:
         if workload and f"{own}mean" in src:
-            # a profile fitted before workloads had their own decay records only their mean
+            # profiles fitted before workloads had their own decay / spread record only the mean
             mean, decay = src[f"{own}mean"], src.get(f"{own}position_decay", pooled_decay)
+            conc = src.get(f"{own}concentration", pooled_conc)
         else:
-            mean, decay = src["acceptance.mean"], pooled_decay
-        return AcceptanceConfig(mean=float(mean), position_decay=float(decay),
-                                concentration=float(src.get("acceptance.concentration", 20.0)))  # fmt: skip
+            mean, decay, conc = src["acceptance.mean"], pooled_decay, pooled_conc
+        return AcceptanceConfig(mean=float(mean), position_decay=float(decay), concentration=float(conc))
     except (KeyError, ValueError):
         return None
 

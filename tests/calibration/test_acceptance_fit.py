@@ -9,6 +9,7 @@ from rlspec.calibration.acceptance import (
     PositionCounts,
     WorkloadAcceptance,
     fit_acceptance,
+    fit_concentration,
     marginal_rates,
 )
 from rlspec.control.action import Action
@@ -93,3 +94,55 @@ def test_a_workloads_mean_is_the_one_the_simulator_reproduces_it_with():
     # and the simulator at the fitted acceptance verifies the measured share
     cfg = AcceptanceConfig(mean=fit.mean, concentration=20.0, position_decay=fit.position_decay)
     assert w.simulated_share(cfg, profile, engine) == pytest.approx(w.counts.mean, abs=0.005)
+
+
+def _served(truth: AcceptanceConfig, outputs: np.ndarray, k: int, seed: int) -> list:
+    """Each request's verify steps at static k until its output is out, as vLLM's
+    per-request metrics report them: the simulator's own acceptance model draws them."""
+    rng = np.random.default_rng(seed)
+    model = AcceptanceModel(truth, rng)
+    a = model.draw_requests(np.zeros(len(outputs)))
+    served = []
+    for i, out in enumerate(outputs):
+        left, drafted, accepted = int(out) - 1, [], []  # the prefill samples the first token
+        while left > 0:
+            acc = int(model.accepted(a[i : i + 1], k, 1.0 - rng.random((1, k)))[0])
+            drafted.append(k)
+            accepted.append(acc)
+            left -= acc + 1
+        served.append((tuple(drafted), tuple(accepted)))
+    return served
+
+
+@pytest.mark.parametrize("conc", [5.0, 60.0])
+def test_the_spread_between_requests_is_recovered_from_their_own_steps(conc):
+    """Pooled position counts cannot tell spread from decay; each request's steps can."""
+    outputs = np.random.default_rng(1).integers(20, 121, 600)
+    served = _served(AcceptanceConfig(mean=0.57, concentration=conc, position_decay=0.97), outputs, 4, seed=2)
+    fit = fit_concentration(served, decay=0.97)
+    lo, hi = fit.concentration_interval
+    assert lo <= conc <= hi and hi / lo < 2.5  # the interval holds the truth, and is narrow
+    assert fit.mean == pytest.approx(0.57, abs=0.025)
+    assert fit.requests == 600 and fit.steps == sum(len(d) for d, _ in served)
+    assert fit.log_likelihood_gain > 10  # a spread is found, not "every request alike"
+
+
+def test_spread_mean_and_decay_are_fitted_together():
+    outputs = np.random.default_rng(3).integers(20, 121, 400)
+    served = _served(AcceptanceConfig(mean=0.6, concentration=20.0, position_decay=0.92), outputs, 4, seed=4)
+    steps = [a for _, acs in served for a in acs]
+    counts = PositionCounts([len(steps)] * 4, [sum(a > j for a in steps) for j in range(4)])
+    w = WorkloadAcceptance("chat", tuple((64, int(o)) for o in outputs), 4, counts, tuple(served))
+    assert WorkloadAcceptance.from_dict(w.to_dict()) == w
+    fit = w.spread
+    assert fit.position_decay == pytest.approx(0.92, abs=0.015)
+    assert fit.concentration_interval[0] <= 20.0 <= fit.concentration_interval[1]
+    assert fit.mean == pytest.approx(0.6, abs=0.03)
+    assert WorkloadAcceptance("chat", w.lengths, 4, w.counts).spread is None
+
+
+def test_spread_refuses_steps_it_cannot_have_seen():
+    with pytest.raises(ValueError, match="no request had a verify step"):
+        fit_concentration([((), ()), ((), ())])
+    with pytest.raises(ValueError, match="3 accepted of 2 drafts"):
+        fit_concentration([((2,), (3,))], decay=1.0)

@@ -65,6 +65,11 @@ def test_quick_calibration_writes_a_loadable_profile(tiny_pair, tmp_path, capsys
     # The workload's own held-out requests were run for its acceptance, and the profile keeps it.
     (w,) = m.workload_acceptance
     assert (w.workload, w.requests, w.k) == ("short", 6, 4) and sum(w.counts.drafted) > 0
+    # vLLM reported each request's verify steps, and they add up to the steps' position counts.
+    assert len(w.per_request) == 6 and all(len(d) == len(a) > 0 for d, a in w.per_request)
+    assert sum(sum(d) for d, _ in w.per_request) == sum(w.counts.drafted)
+    assert sum(sum(a) for _, a in w.per_request) == sum(w.counts.accepted)
+    assert "spread between short's requests" in text
     assert 0.0 < float(prof.sources["acceptance.workload.short.mean"]) < 1.0
     # Saved measurements gain another workload's acceptance with only that run on the engine.
     again = tmp_path / "again.yaml"

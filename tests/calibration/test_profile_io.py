@@ -159,6 +159,34 @@ def test_a_workloads_measured_acceptance_reaches_its_matched_scenario(tmp_path, 
     assert ctx.match(load_scenario("envs/live/tiny-poisson.yaml")).acceptance == pooled
 
 
+def test_a_workloads_spread_between_requests_reaches_its_matched_scenario(tmp_path, h100):
+    """Where the engine reported each request's verify steps, the profile keeps the spread
+    they show, and a matched simulator of that workload draws its requests' acceptance so."""
+    facts = EngineFacts(128, 233, 5, 8912896, "bfloat16", 9.0, 4, 16, 2048, 2048)
+    recs = synthetic_records(h100, noise=0.002, spikes=0.0)
+    recs[-5] = recs[-5].__class__(**{**recs[-5].__dict__, "drafted_per_pos": (1000, 1000),
+                                     "accepted_per_pos": (560, 320)})  # fmt: skip
+    # 120 requests whose steps are alike: no spread between them to find.
+    steps = ((4,) * 10, (1, 0, 2, 1, 0, 4, 0, 1, 3, 0))
+    drafted, accepted = steps
+    counts = PositionCounts([120 * len(drafted)] * 4, [120 * sum(a > j for a in accepted) for j in range(4)])
+    chat = WorkloadAcceptance("tiny-poisson", tuple((96, 22) for _ in range(120)), 4, counts, (steps,) * 120)
+    m = LiveMeasurement(recs, [("offload", 0.01), ("reload", 0.05)], facts, 1.0, workload_acceptance=[chat])
+    back = LiveMeasurement.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert back.workload_acceptance == [chat] and back.workload_acceptance[0].per_request == (steps,) * 120
+    t, _ = fake_hf(tmp_path / "t", layers=4)
+    dr, _ = fake_hf(tmp_path / "d", layers=1)
+    res = fit_measurement(back, t, dr, name="x", host_bandwidth=10e9)
+    spread = res.workload_spread["tiny-poisson"]
+    assert spread.concentration > 1000 and spread.requests == 120 and spread.steps == 1200
+    assert res.workload_acceptance["tiny-poisson"].concentration == spread.concentration
+    assert res.summary()["acceptance_spread_by_workload"]["tiny-poisson"]["requests"] == 120
+    prof = load_profile(write_profile(tmp_path / "x.yaml", res.profile))
+    own = measured_acceptance(prof, "tiny-poisson")
+    assert own.concentration == pytest.approx(spread.concentration, rel=1e-3)
+    assert measured_acceptance(prof).concentration == 20.0  # the pooled probes keep theirs
+
+
 def test_held_out_requests_have_the_workloads_lengths_arriving_at_once():
     sc = load_scenario("envs/live/tiny-poisson.yaml")
     held = held_out_requests(sc, 30)

@@ -87,6 +87,9 @@ class VLLMBackend(Backend):
         self._next = 0
         self._records: dict[int, RequestRecord] = {}
         self._tokens: dict[int, list[int]] = {}
+        # Finished requests' verify steps (drafted, accepted per step), where the engine runs
+        # with vLLM's per_request_spec_decode_metrics="detailed" (calibration's acceptance).
+        self.request_drafts: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self._live: dict[str, int] = {}  # engine (external) request id -> rlspec request id
         self._internal: dict[int, str] = {}  # rlspec id -> vLLM's internal (scheduler) id
         self._completed = 0
@@ -245,6 +248,7 @@ class VLLMBackend(Backend):
         self._next = 0
         self._records = {}
         self._tokens = {}
+        self.request_drafts = {}
         self._internal = {}
         self._completed = 0
         self.clock = 0.0
@@ -394,6 +398,9 @@ class VLLMBackend(Backend):
                 if o.finished:
                     rec.finish_s = t1
                     finished_now.append((rid, o.request_id))
+                    drafts = o.outputs[0].spec_decode_metrics if o.outputs else None
+                    if drafts is not None:
+                        self.request_drafts[rid] = (tuple(drafts.per_step_drafted), tuple(drafts.per_step_accepted))
         else:
             step_time = stall
             t1 = self.clock + step_time
