@@ -620,6 +620,28 @@ def drafter_by_k(d: dict) -> list[str]:
     return [*out, ""]
 
 
+def per_request_k(d: dict) -> list[str]:
+    out = [f"## What a draft length per request could gain, at best (`bench/per_request_k.py`, profile `{d['profile']}`)",
+           "", _env(d), "",
+           "Tokens per second of the best draft length for each request (its acceptance probability known, "
+           "every monotone assignment of k 0-4 tried) over the best single k for the batch, by the profile's "
+           f"cost model; {d['draws']} batches drawn per size from the per-request spread measured in "
+           f"`{d['spread_from']}`. An upper bound: no controller knows a request's acceptance exactly.", ""]  # fmt: skip
+    for name, w in d["workloads"].items():
+        lo, hi = w["concentration_interval_95"]
+        out += [f"**{name}**: mean {w['mean']:.3f}, position decay {w['position_decay']:.3f}, concentration "
+                f"{w['concentration_measured']:.1f} (95% {lo:.1f}-{hi:.1f}), {w['context_per_request']:.0f} "
+                "context tokens per request.", ""]  # fmt: skip
+        labels = list(w["by_concentration"])
+        out += ["| batch | " + " | ".join(f"{lab} (c {w['by_concentration'][lab]['concentration']:.1f}): mean / p90"
+                                          for lab in labels) + " |", "|---|" + "---|" * len(labels)]  # fmt: skip
+        for i, r in enumerate(w["by_concentration"][labels[0]]["rows"]):
+            cells = [w["by_concentration"][lab]["rows"][i] for lab in labels]
+            out.append(f"| {r['batch']} | " + " | ".join(f"{c['gain_mean']:.4f} / {c['gain_p90']:.4f}" for c in cells) + " |")
+        out.append("")
+    return out
+
+
 def engine_slots(d: dict) -> list[str]:
     out = [
         f"## What taking turns costs an engine (`bench/engine_slots.py`, profile `{d['profile']}`)",
@@ -768,6 +790,7 @@ SECTIONS = [
     ("shape_warmth-cpu-tiny-amx-by-k", shape_warmth),
     ("shape_warmth-cpu-tiny-amx-poisson-cache", shape_warmth),
     ("shape_warmth-cpu-tiny-amx-vm-speed", shape_warmth),
+    ("per_request_k-cpu-tiny-amx", per_request_k),
     ("drift_robustness", drift_robustness),
 ]
 

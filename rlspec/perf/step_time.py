@@ -126,14 +126,18 @@ class StepTimeModel:
         drafter_resident: bool,
         *,
         prefill_pairs: int = 0,
+        spec_tokens: int | None = None,
     ) -> float:
         """Seconds for one iteration of `decode_reqs` decodes at draft length k.
 
         `context` is the number of cached tokens the batch attends to (sum over requests);
         `prefill_pairs` the query-key pairs of its prefill chunks (`prefill_attention_pairs`
-        summed over them; 0 for a decode-only iteration).
+        summed over them; 0 for a decode-only iteration). `spec_tokens` is the drafts the
+        target verifies when requests draft different lengths (k is then the longest, which
+        sets the drafter's passes); None is every request at k.
         """
-        new_tokens = decode_reqs * (k + 1) + prefill_tokens
+        drafts = decode_reqs * k if spec_tokens is None else spec_tokens
+        new_tokens = decode_reqs + drafts + prefill_tokens
         t = self.overhead_s + self.target_pass(new_tokens, context, prefill_pairs)
         if drafter_resident:
             chained, proposes = draft_schedule(decode_reqs, k)

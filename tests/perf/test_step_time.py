@@ -41,6 +41,24 @@ def test_idle_resident_drafter_costs_time(h100):
     assert cost.iteration(16, 0, 0, 16 * 512, True) > cost.iteration(16, 0, 0, 16 * 512, False)
 
 
+@pytest.mark.parametrize("profile_name,batch", [("h100", 256), ("cpu-tiny-amx", 8)])
+def test_drafts_of_different_lengths_are_charged_as_tokens_verified(profile_name, batch, request):
+    """Per-request k: the target verifies each request's own drafts; the drafter runs the
+    longest k for the batch, so dropping drafts saves target tokens, not drafter passes.
+    (The H100 batch is one where verifying is compute-bound, so tokens cost time.)"""
+    from rlspec.perf.profile import load_profile
+
+    prof = request.getfixturevalue("h100") if profile_name == "h100" else load_profile(profile_name)
+    cost = StepTimeModel(prof)
+    ctx = batch * 600
+    same = cost.iteration(batch, 3, 0, ctx, True)
+    assert cost.iteration(batch, 3, 0, ctx, True, spec_tokens=3 * batch) == same
+    mixed = cost.iteration(batch, 3, 0, ctx, True, spec_tokens=3 * batch // 2)  # half at 3, half at 0
+    assert cost.iteration(batch, 0, 0, ctx, True) < mixed < same
+    # the longest draft's passes are paid whoever keeps them
+    assert cost.iteration(batch, 3, 0, ctx, True, spec_tokens=0) > cost.iteration(batch, 0, 0, ctx, True)
+
+
 def test_accepted_counts_follow_the_truncated_geometric():
     model = AcceptanceModel(AcceptanceConfig(mean=0.7), np.random.default_rng(0))
     rng = np.random.default_rng(1)
