@@ -24,8 +24,8 @@ A matched simulator of that workload uses it.
 The concentration c says how much requests differ from one another, which no pooled count
 can show: position rates cannot tell a spread of a from a position decay. Where the engine
 reports each request's verify steps (vLLM's per-request speculative-decoding metrics),
-`fit_concentration` finds (m, c) by maximum likelihood on them, integrating each request's
-unknown a over the Beta; the stopping rule (a request ends when its tokens are out) depends
+`fit_concentration` finds (m, c, d) by maximum likelihood on them, integrating each
+request's unknown a over the Beta; the stopping rule (a request ends when its tokens are out) depends
 only on what was observed, so it does not bias the likelihood as it biases the pooled share.
 """
 
@@ -241,7 +241,8 @@ def fit_concentration(requests: Sequence[RequestDrafts], decay: float | None = N
     when `decay` is None (the order of rejections within a request shows it apart from c).
 
     The integral is a midpoint sum over `grid_points` values of a; m is searched on a grid
-    refined twice around the best, c on CONCENTRATION_GRID, d in steps of 0.01 then 0.002."""
+    refined twice around the best, c on CONCENTRATION_GRID, d over 0.8-1.0 in steps of 0.01,
+    then 0.002 around the best."""
     used = [r for r in requests if len(r[0])]
     if not used:
         raise ValueError("no request had a verify step with drafts: measure with k >= 1")
