@@ -642,6 +642,27 @@ def per_request_k(d: dict) -> list[str]:
     return out
 
 
+def acceptance_by_k(d: dict) -> list[str]:
+    labels = {"profile": f"profile `{d['profile']}`", "c20": "same counts, concentration 20",
+              "compare": f"`{d['compare']}`"}  # fmt: skip
+    out = [f"## Acceptance carried from k = 4 to the other draft lengths (`bench/acceptance_by_k.py`, profile `{d['profile']}`)",
+           "", _env(d), "",
+           "Calibration's held-out requests served to completion on the live engine at each k (greedy decoding: "
+           "each share is exact for its request set; k = 4 is the calibration's own run), beside the share the "
+           f"simulator verifies for the same requests at that k ({d['seeds']} seeds) under each acceptance model.", ""]  # fmt: skip
+    for name, w in d["workloads"].items():
+        models = list(w["acceptance"])
+        out += [f"**{name}** ({w['requests']} requests). Models: " + "; ".join(
+            f"{labels[m]}: mean {a['mean']:.3f}, concentration {a['concentration']:g}, decay {a['position_decay']:.3f}"
+            for m, a in w["acceptance"].items()) + ".", "",
+            "| k | drafts | live | " + " | ".join(labels[m] for m in models) + " |", "|---|---|---|" + "---|" * len(models)]  # fmt: skip
+        for r in w["rows"]:
+            out.append(f"| {r['k']} | {r['drafted']} | {r['live_share']:.4f} | "
+                       + " | ".join(f"{r[f'sim_share_{m}']:.4f} ({r[f'sim_share_{m}'] - r['live_share']:+.4f})" for m in models) + " |")  # fmt: skip
+        out.append("")
+    return out
+
+
 def engine_slots(d: dict) -> list[str]:
     out = [
         f"## What taking turns costs an engine (`bench/engine_slots.py`, profile `{d['profile']}`)",
@@ -781,7 +802,8 @@ SECTIONS = [
         "sim_to_real-cpu-tiny-amx-refit-warm-azure", "sim_to_real-cpu-tiny-amx-refit-warm-poisson",
         "sim_to_real-cpu-tiny-amx-refit-warm-b", "sim_to_real-cpu-tiny-amx-refit-turn0.5-poisson",
         "sim_to_real-cpu-tiny-amx-refit-turn0.5-azure", "sim_to_real-cpu-tiny-amx-refit-turn0.5-poisson-run2",
-        "sim_to_real-cpu-tiny-amx-refit-seated-poisson", "sim_to_real-cpu-tiny-amx-refit-seated-azure")),
+        "sim_to_real-cpu-tiny-amx-refit-seated-poisson", "sim_to_real-cpu-tiny-amx-refit-seated-azure",
+        "sim_to_real-cpu-tiny-amx-refit-seated-poisson-run2", "sim_to_real-cpu-tiny-amx-refit-seated-azure-run2")),
     ("engine_slots-cpu-tiny-amx", engine_slots),
     *((stem, turns_bias) for stem in ("turns_bias-cpu-tiny-amx", "turns_bias-cpu-tiny-amx-turn0.5")),
     ("drafter_by_k-cpu-tiny-amx-before", drafter_by_k),
@@ -791,6 +813,7 @@ SECTIONS = [
     ("shape_warmth-cpu-tiny-amx-poisson-cache", shape_warmth),
     ("shape_warmth-cpu-tiny-amx-vm-speed", shape_warmth),
     ("per_request_k-cpu-tiny-amx", per_request_k),
+    ("acceptance_by_k-cpu-tiny-amx", acceptance_by_k),
     ("drift_robustness", drift_robustness),
 ]
 
