@@ -201,7 +201,13 @@ def measure_workload_acceptance(
     counts = PositionCounts.total(pairs)
     if not sum(counts.drafted):
         raise RuntimeError(f"acceptance of {workload!r}: no drafts were verified (k={k})")
-    per_request = tuple(backend.request_drafts[r.request_id] for r in requests) if backend.request_drafts else ()
+    per_request: tuple = ()
+    if backend.request_drafts:  # the engine reports each request's steps
+        missing = [r.request_id for r in requests if r.request_id not in backend.request_drafts]
+        if missing:
+            raise RuntimeError(f"acceptance of {workload!r}: vLLM reported no verify steps for "
+                               f"{len(missing)} requests (first ids {missing[:5]})")  # fmt: skip
+        per_request = tuple(backend.request_drafts[r.request_id] for r in requests)
     return WorkloadAcceptance(workload, tuple((r.prompt_len, r.output_len) for r in requests), k, counts, per_request)
 
 

@@ -1,7 +1,8 @@
 """Controllers by name, as the CLI and configs spell them.
 
-`static:K`, `batch-table`, `goodput`, `latency-model`, `nightjar`, `policy:PATH`. The
-analytical controllers' knobs come from `agents/baselines.yaml` (BaselinesConfig).
+`static:K`, `batch-table`, `goodput`, `latency-model`, `nightjar`, `policy:PATH`, and the
+diagnostic `cycle:K1/K2/...`. The analytical controllers' knobs come from
+`agents/baselines.yaml` (BaselinesConfig).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from rlspec.config import ConfigError, from_dict, load_yaml
 from rlspec.control.base import Controller
 from rlspec.control.batch_table import BatchTableConfig, BatchTableController
+from rlspec.control.cycle import CycleController
 from rlspec.control.goodput import GoodputConfig, GoodputController
 from rlspec.control.latency_model import LatencyModelConfig, LatencyModelController
 from rlspec.control.nightjar import NightjarConfig, NightjarController
@@ -19,7 +21,7 @@ from rlspec.control.static import StaticController
 
 ANALYTICAL = ("static:0", "static:1", "static:2", "static:3", "static:4",
               "batch-table", "goodput", "latency-model", "nightjar")  # fmt: skip
-NAMES = "static:K, batch-table, goodput, latency-model, nightjar, policy:PATH"
+NAMES = "static:K, batch-table, goodput, latency-model, nightjar, policy:PATH, cycle:K1/K2/..."
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ def make_controller(spec: str, baselines: BaselinesConfig | None = None) -> Cont
             return StaticController(int(spec.split(":", 1)[1]))
         except ValueError as exc:
             raise ConfigError(f"controller {spec!r}: static:K needs an integer K") from exc
+    if spec.startswith("cycle:"):
+        try:
+            ks = [int(k) for k in spec.split(":", 1)[1].split("/")]
+        except ValueError as exc:
+            raise ConfigError(f"controller {spec!r}: cycle:K1/K2/... needs integers") from exc
+        return CycleController(ks)
     if spec.startswith("policy:"):
         from rlspec.control.policy import PolicyController
 

@@ -54,6 +54,21 @@ def test_static_rejects_k_above_k_max(ctx):
         c.reset(ctx)
 
 
+def test_cycle_takes_its_draft_lengths_in_turn_from_every_reset(ctx):
+    c = make_controller("cycle:2/3")
+    assert c.name == "cycle:2/3"
+    c.reset(ctx)
+    t = ctx.tracker()
+    assert [c.decide(t).k for _ in range(5)] == [2, 3, 2, 3, 2]
+    c.reset(ctx)
+    assert c.decide(t).k == 2
+    with pytest.raises(ConfigError, match="k_max"):
+        make_controller("cycle:1/5").reset(ctx)
+    for bad, match in (("cycle:3", "two or more"), ("cycle:2/x", "integers"), ("cycle:2/-1", ">= 0")):
+        with pytest.raises(ConfigError, match=match):
+            make_controller(bad)
+
+
 def test_tracker_recovers_acceptance(ctx):
     t = tracker_with(0.75, 4, ctx)
     assert t.acceptance_fast == pytest.approx(0.75, abs=0.01)
