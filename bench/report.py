@@ -797,6 +797,7 @@ SECTIONS = [
     ("sim_to_real-cpu-tiny-amx-pooled", sim_to_real_pooled),
     ("sim_to_real-cpu-tiny-amx-refit-pooled", sim_to_real_pooled),
     ("sim_to_real-cpu-tiny-amx-refit-warm-pooled", sim_to_real_pooled),
+    ("sim_to_real-cpu-tiny-amx-refit-seated-pooled", sim_to_real_pooled),
     *((stem, functools.partial(sim_to_real, stem=stem)) for stem in (
         "sim_to_real-cpu-tiny-amx-refit", "sim_to_real-cpu-tiny-amx-refit-run2",
         "sim_to_real-cpu-tiny-amx-refit-warm-azure", "sim_to_real-cpu-tiny-amx-refit-warm-poisson",
