@@ -325,6 +325,26 @@ def test_engine_death_mid_episode_is_reported_and_closed(spec, spec_holder):
     run(spec_holder.get(), _batch(2, output=4))
 
 
+def test_the_reference_charges_the_drafts_a_step_verifies_across_switches_of_k(tiny_pair):
+    """vLLM verifies at step t+1 the drafts proposed at step t's k, so the first step after a
+    switch verifies the old k's drafts. A profile charging 1 s per target token makes the
+    prediction the tokens the engine scheduled, whatever k the step was told."""
+    import dataclasses
+
+    from rlspec.perf.profile import FittedStepTime, load_profile
+    from rlspec.perf.step_time import StepTimeModel
+
+    per_token = dataclasses.replace(load_profile("cpu-tiny"), fitted=FittedStepTime(0.0, 1.0, 0.0, 0.0, 0.0, 0.0))
+    target, draft = tiny_pair
+    cfg = rv.VLLMBackendConfig(model=target, draft_model=draft, **ENGINE)
+    with VLLMBackend(cfg, start_engine=True, cost=StepTimeModel(per_token)) as b:
+        snaps = run(b, workload(8, rate=20.0, seed=3), lambda i: Action(k=(1, 3)[i % 2]))
+        decode_only = [s for s in snaps if s.num_decode_reqs and not s.num_prefill_tokens]
+        switched = [s for s in decode_only if s.num_scheduled_tokens != s.num_decode_reqs * (s.k + 1)]
+        assert switched  # steps whose verified drafts were proposed at the other k
+        assert b.predicted_busy_s == pytest.approx(sum(s.num_scheduled_tokens for s in snaps))
+
+
 def test_step_time_vs_profile_compares_measured_steps_with_the_reference(tiny_pair, caplog):
     """With the wall clock, the cost model is a reference: the backend sums the measured
     and the predicted time of the iterations it ran. A profile that charges exactly 1 s per

@@ -368,9 +368,12 @@ class VLLMBackend(Backend):
             dt = time.perf_counter() - t0
             plan = sched.rlspec_last_plan
             if self._cost is not None and plan is not None:
+                # The drafts verified are the ones proposed at the last step's k (vLLM drafts
+                # after the forward pass), so a step after a switch of k verifies the old k's.
                 predicted = self._cost.iteration(plan.num_decode_reqs, k, plan.num_prefill_tokens,
                                                  plan.num_context_tokens, resident,
-                                                 prefill_pairs=plan.num_prefill_pairs)  # fmt: skip
+                                                 prefill_pairs=plan.num_prefill_pairs,
+                                                 spec_tokens=plan.num_spec_tokens)  # fmt: skip
                 self.measured_busy_s += dt
                 self.predicted_busy_s += predicted
                 if self._profile_clock:
