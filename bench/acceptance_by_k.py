@@ -25,6 +25,7 @@ from common import ROOT, write_result
 sys.path.insert(0, str(ROOT))
 
 from drafter_by_k import profile_at  # noqa: E402
+from fidelity import WORKLOADS  # noqa: E402
 from sim_to_real import kv_pool_of  # noqa: E402
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
@@ -37,8 +38,6 @@ from rlspec.perf.acceptance import AcceptanceConfig  # noqa: E402
 from rlspec.perf.profile import load_profile  # noqa: E402
 from rlspec.scenario import load_scenario  # noqa: E402
 from rlspec.sim.config import EngineConfig  # noqa: E402
-
-WORKLOADS = {"tiny-poisson": "envs/live/tiny-poisson.yaml", "tiny-azure-code": "envs/live/tiny-azure-code.yaml"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
            "seeds": args.seeds, "workloads": {}}  # fmt: skip
     backend = None
     try:
-        for name, path in WORKLOADS.items():
+        for workload in WORKLOADS:
+            sc = load_scenario(workload.scenario)
+            name = sc.name
             held = next(w for w in saved.workload_acceptance if w.workload == name)
-            sc = load_scenario(ROOT / path)
             reqs = held_out_requests(sc, held.requests)
             if tuple((r.prompt_len, r.output_len) for r in reqs) != held.lengths:
                 raise SystemExit(f"{name}: held-out lengths differ from the saved measurement's")

@@ -29,12 +29,12 @@ from common import ROOT, repo_path, write_result
 
 sys.path.insert(0, str(ROOT))
 
+from fidelity import WORKLOADS  # noqa: E402
+
 from rlspec.perf.acceptance import AcceptanceConfig, AcceptanceModel  # noqa: E402
 from rlspec.perf.profile import load_profile  # noqa: E402
 from rlspec.perf.step_time import StepTimeModel  # noqa: E402
 from rlspec.scenario import load_scenario  # noqa: E402
-
-WORKLOADS = {"tiny-poisson": "envs/live/tiny-poisson.yaml", "tiny-azure-code": "envs/live/tiny-azure-code.yaml"}
 
 
 def expected_tokens(a: np.ndarray, decay: float, k_max: int) -> np.ndarray:
@@ -106,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     k_max = 4
     out = {"profile": args.profile, "spread_from": repo_path(spread_path), "k_max": k_max,
            "draws": args.draws, "seed": args.seed, "workloads": {}}  # fmt: skip
+    scenarios = {sc.name: sc for sc in (load_scenario(w.scenario) for w in WORKLOADS)}
     for name, fit in spread.items():
-        sc = load_scenario(ROOT / WORKLOADS[name])
+        sc = scenarios[name]
         reqs = sc.requests(sc.seed)
         # A decoding request attends its prompt and, on average, half its output.
         context = float(np.mean([r.prompt_len + r.output_len / 2 for r in reqs]))

@@ -248,14 +248,12 @@ def fit_concentration(requests: Sequence[RequestDrafts], decay: float | None = N
         raise ValueError("no request had a verify step with drafts: measure with k >= 1")
     s, f = _outcome_counts(used, max(max(r[0]) for r in used))
     if decay is None:
-        fits = {}
-        for grid in (np.linspace(0.8, 1.0, 21), None):
-            if grid is None:
-                d0 = max(fits, key=lambda d: max(fits[d])[0])
-                grid = np.clip(np.linspace(d0 - 0.01, d0 + 0.01, 11), 0.3, 1.0)
-            for d in grid:
-                if round(float(d), 6) not in fits:
-                    fits[round(float(d), 6)] = _profile_over_concentration(s, f, float(d), grid_points)
+        fits = {round(float(d), 6): _profile_over_concentration(s, f, float(d), grid_points)
+                for d in np.linspace(0.8, 1.0, 21)}  # fmt: skip
+        best = max(fits, key=lambda d: max(fits[d])[0])
+        for d in np.clip(np.linspace(best - 0.01, best + 0.01, 11), 0.3, 1.0):
+            if round(float(d), 6) not in fits:
+                fits[round(float(d), 6)] = _profile_over_concentration(s, f, float(d), grid_points)
         decay = max(fits, key=lambda d: max(fits[d])[0])
         profile = fits[decay]
     else:

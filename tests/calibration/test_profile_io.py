@@ -131,19 +131,29 @@ def test_measurement_round_trip_and_fit(tmp_path, h100):
     assert acc is not None and acc.mean == pytest.approx(res.acceptance.mean, abs=1e-4)
 
 
-def test_a_workloads_measured_acceptance_reaches_its_matched_scenario(tmp_path, h100):
+def _measured_with(h100, workload: WorkloadAcceptance) -> LiveMeasurement:
+    """Synthetic calibration iterations (one step with drafts counted by position) and one
+    workload's held-out acceptance, through a JSON round trip as `--from-measurements` reads them."""
     facts = EngineFacts(128, 233, 5, 8912896, "bfloat16", 9.0, 4, 16, 2048, 2048)
     recs = synthetic_records(h100, noise=0.002, spikes=0.0)
     recs[-5] = recs[-5].__class__(**{**recs[-5].__dict__, "drafted_per_pos": (1000, 1000),
                                      "accepted_per_pos": (560, 320)})  # fmt: skip
-    lengths = tuple((400, 6) for _ in range(80))
-    azure = WorkloadAcceptance("tiny-azure-code", lengths, 4, PositionCounts([2000] * 4, [1300, 880, 600, 420]))
-    m = LiveMeasurement(recs, [("offload", 0.01), ("reload", 0.05)], facts, 1.0, workload_acceptance=[azure])
-    back = LiveMeasurement.from_dict(json.loads(json.dumps(m.to_dict())))
-    assert back.workload_acceptance == [azure]
+    m = LiveMeasurement(recs, [("offload", 0.01), ("reload", 0.05)], facts, 1.0, workload_acceptance=[workload])
+    return LiveMeasurement.from_dict(json.loads(json.dumps(m.to_dict())))
+
+
+def _fit(tmp_path, measurement: LiveMeasurement):
     t, _ = fake_hf(tmp_path / "t", layers=4)
     dr, _ = fake_hf(tmp_path / "d", layers=1)
-    res = fit_measurement(back, t, dr, name="x", host_bandwidth=10e9)
+    return fit_measurement(measurement, t, dr, name="x", host_bandwidth=10e9)
+
+
+def test_a_workloads_measured_acceptance_reaches_its_matched_scenario(tmp_path, h100):
+    lengths = tuple((400, 6) for _ in range(80))
+    azure = WorkloadAcceptance("tiny-azure-code", lengths, 4, PositionCounts([2000] * 4, [1300, 880, 600, 420]))
+    back = _measured_with(h100, azure)
+    assert back.workload_acceptance == [azure]
+    res = _fit(tmp_path, back)
     path = write_profile(tmp_path / "x.yaml", res.profile)
     prof = load_profile(path)
     pooled, own = measured_acceptance(prof), measured_acceptance(prof, "tiny-azure-code")
@@ -162,21 +172,14 @@ def test_a_workloads_measured_acceptance_reaches_its_matched_scenario(tmp_path, 
 def test_a_workloads_spread_between_requests_reaches_its_matched_scenario(tmp_path, h100):
     """Where the engine reported each request's verify steps, the profile keeps the spread
     they show, and a matched simulator of that workload draws its requests' acceptance so."""
-    facts = EngineFacts(128, 233, 5, 8912896, "bfloat16", 9.0, 4, 16, 2048, 2048)
-    recs = synthetic_records(h100, noise=0.002, spikes=0.0)
-    recs[-5] = recs[-5].__class__(**{**recs[-5].__dict__, "drafted_per_pos": (1000, 1000),
-                                     "accepted_per_pos": (560, 320)})  # fmt: skip
     # 120 requests whose steps are alike: no spread between them to find.
     steps = ((4,) * 10, (1, 0, 2, 1, 0, 4, 0, 1, 3, 0))
     drafted, accepted = steps
     counts = PositionCounts([120 * len(drafted)] * 4, [120 * sum(a > j for a in accepted) for j in range(4)])
     chat = WorkloadAcceptance("tiny-poisson", tuple((96, 22) for _ in range(120)), 4, counts, (steps,) * 120)
-    m = LiveMeasurement(recs, [("offload", 0.01), ("reload", 0.05)], facts, 1.0, workload_acceptance=[chat])
-    back = LiveMeasurement.from_dict(json.loads(json.dumps(m.to_dict())))
+    back = _measured_with(h100, chat)
     assert back.workload_acceptance == [chat] and back.workload_acceptance[0].per_request == (steps,) * 120
-    t, _ = fake_hf(tmp_path / "t", layers=4)
-    dr, _ = fake_hf(tmp_path / "d", layers=1)
-    res = fit_measurement(back, t, dr, name="x", host_bandwidth=10e9)
+    res = _fit(tmp_path, back)
     spread = res.workload_spread["tiny-poisson"]
     assert spread.concentration > 1000 and spread.requests == 120 and spread.steps == 1200
     assert res.workload_acceptance["tiny-poisson"].concentration == spread.concentration
