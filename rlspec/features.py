@@ -112,8 +112,7 @@ class FeatureTracker:
             self.rate_fast += s.num_arrivals / c.rate_tau_fast_s
             self.rate_slow += s.num_arrivals / c.rate_tau_slow_s
         if s.num_draft_reqs:
-            full = s.accepted_per_pos[s.k - 1] if s.accepted_per_pos else 0
-            rejected = s.num_draft_reqs - full
+            rejected = s.num_draft_reqs - s.num_fully_accepted
             for sums, decay in (
                 (self._acc_fast, c.acceptance_decay_fast),
                 (self._acc_slow, c.acceptance_decay_slow),

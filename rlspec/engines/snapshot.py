@@ -32,14 +32,14 @@ class Snapshot:
     num_scheduled_tokens: int  # target-model tokens processed this iteration (decode + prefill)
     num_prefill_tokens: int
     num_decode_reqs: int  # batch size of the decode part
-    k: int  # draft length used this iteration (0 = no speculation)
-    num_drafted: int  # draft tokens proposed this iteration (over all requests)
+    k: int  # draft length the drafter proposes at after this iteration (0 = no speculation)
+    num_drafted: int  # draft tokens verified this iteration (proposed at the last one's k)
     num_accepted: int  # of which the target accepted
     num_emitted: int  # output tokens produced this iteration (accepted + bonus)
     num_arrivals: int  # requests that arrived during this iteration
     num_completions: int
     num_preemptions: int
-    num_draft_reqs: int  # requests that drafted this iteration (vLLM's num_drafts)
+    num_draft_reqs: int  # requests that verified drafts this iteration (vLLM's num_drafts)
     request_seconds: float  # area under requests-in-system over this iteration (sum N dt)
     drafter: DrafterState
     accepted_per_pos: tuple[int, ...] = ()  # accepted count by draft position, where known
@@ -52,6 +52,16 @@ class Snapshot:
     @property
     def num_in_system(self) -> int:
         return self.num_running + self.num_waiting
+
+    @property
+    def num_fully_accepted(self) -> int:
+        """Requests that accepted every draft they verified. Drafts are verified a step after
+        they are proposed, so after a switch of k their length is not `k`: it is read off
+        the last position anyone drafted at (a step's drafters share one length)."""
+        last = len(self.drafted_per_pos)
+        while last and not self.drafted_per_pos[last - 1]:
+            last -= 1
+        return self.accepted_per_pos[last - 1] if last and len(self.accepted_per_pos) >= last else 0
 
 
 @dataclass(slots=True)

@@ -10,9 +10,15 @@ Requests live in struct-of-arrays form indexed by request id, so the common iter
 running requests decoding, memory available) is a handful of vectorised numpy operations.
 
 Token accounting follows vLLM: a decoding request holds `prompt + generated - 1` tokens in
-KV (the last sampled token is the next step's input). A decode step schedules 1 + k tokens,
-accepts `a <= k` drafts and emits `a + 1` tokens. A (re)prefill covers `prompt + generated`
+KV (the last sampled token is the next step's input). A decode step schedules 1 + d tokens,
+accepts `a <= d` drafts and emits `a + 1` tokens. A (re)prefill covers `prompt + generated`
 tokens and samples one token when it completes.
+
+Drafts lag the action by one step, as in vLLM: the drafter proposes after a step's forward
+pass, at that step's k, and the target verifies those d drafts at the request's next step.
+So the step after a switch of k verifies the old k's drafts (and pays for them), while its
+drafter already runs at the new k. A request drafts nothing after a partial prefill chunk,
+a preemption or a step without the drafter (notes/vllm.md section 4).
 
 Drafter refill follows the live backend (notes/vllm.md section 5): while the drafter is away
 it skips every token, so each request remembers the first KV position computed without it
@@ -91,6 +97,7 @@ class Simulator(Backend):
         self.first_token = np.full(n, np.nan)
         self.finish = np.full(n, np.nan)
         self.preempted = np.zeros(n, dtype=np.int64)
+        self.drafts = np.zeros(n, dtype=np.int64)  # proposed last step, verified at the next
         # First KV position computed while the drafter was away (-1: drafter KV current).
         self.stale = np.full(n, -1, dtype=np.int64)
         # All of an episode's luck is drawn here, keyed by request and output position: a
@@ -173,7 +180,7 @@ class Simulator(Backend):
         k = self._want.k if resident else 0
         self.k = k
 
-        dec, pre, pre_chunks, n_preempt = self._schedule(k)
+        dec, d, drafted, pre, pre_chunks, n_preempt = self._schedule()
         preemptions += n_preempt
         n_dec = len(dec)
         context = int(self.computed[dec].sum()) if n_dec else 0
@@ -190,7 +197,8 @@ class Simulator(Backend):
 
         busy = n_dec or prefill_tokens
         step = (
-            self._clock.iteration(n_dec, k, prefill_tokens, context, drafter_runs, prefill_pairs=prefill_pairs)
+            self._clock.iteration(n_dec, k, prefill_tokens, context, drafter_runs,
+                                  prefill_pairs=prefill_pairs, spec_tokens=drafted)  # fmt: skip
             if busy
             else 0.0
         )
@@ -200,28 +208,34 @@ class Simulator(Backend):
         self.clock = t1
 
         n_sys_before = self.num_in_system
-        drafted = accepted = emitted = draft_reqs = 0
+        accepted = emitted = draft_reqs = 0
         acc_pos: tuple[int, ...] = ()
         drf_pos: tuple[int, ...] = ()
         done: list[int] = []
         if n_dec:
             remaining = self.output[dec] - self.generated[dec]
-            if k:
-                pos = (self._luck_start[dec] + self.generated[dec])[:, None] + self._draft_pos[:k]
-                acc = self._acc.accepted(self.acc_prob[dec], k, self._luck[pos])
-                draft_reqs = n_dec
-                drafted = n_dec * k
+            top = int(d.max()) if drafted else 0
+            uniform = drafted == top * n_dec  # every decode verifies `top` drafts (the rule)
+            if drafted:
+                pos = (self._luck_start[dec] + self.generated[dec])[:, None] + self._draft_pos[:top]
+                acc = self._acc.accepted(self.acc_prob[dec], top, self._luck[pos])
+                if uniform:
+                    draft_reqs = n_dec
+                    drf_pos = (n_dec,) * top
+                else:  # luck is by position: the first d of `top` verdicts are d drafts' verdicts
+                    acc = np.minimum(acc, d)
+                    draft_reqs = int(np.count_nonzero(d))
+                    drf_pos = _at_least(d, top)
                 accepted = int(acc.sum())
-                acc_pos = tuple(
-                    int(c) for c in np.bincount(acc, minlength=k + 1)[::-1].cumsum()[::-1][1:]
-                )
-                drf_pos = (n_dec,) * k
+                acc_pos = _at_least(acc, top)
                 out = np.minimum(acc + 1, remaining)
             else:
                 out = np.ones(n_dec, dtype=np.int64)
             emitted = int(out.sum())
             self.computed[dec] += out
             self.generated[dec] += out
+            if not (uniform and top == k):
+                self.drafts[dec] = k  # the drafter proposes at this step's k after the pass
             finished_mask = out == remaining
             if finished_mask.any():
                 done.extend(dec[finished_mask].tolist())
@@ -234,11 +248,13 @@ class Simulator(Backend):
                 self.generated[rid] += 1
                 self.prefilling -= 1
                 emitted += 1
+                self.drafts[rid] = k
                 if self.generated[rid] == self.output[rid]:
                     done.append(rid)
             elif self.generated[rid] and self.computed[rid] + 1 == target:
                 # A recompute that stopped one short: that token is the next decode input.
                 self.prefilling -= 1
+                self.drafts[rid] = k
         for rid in done:
             self.finish[rid] = t1
             self.kv.used_blocks -= int(self.blocks[rid])
@@ -259,7 +275,7 @@ class Simulator(Backend):
         area = n_sys_before * step + arr_area
         return self._snapshot(
             step,
-            n_dec * (k + 1) + prefill_tokens,
+            n_dec + drafted + prefill_tokens,
             prefill_tokens,
             n_dec,
             k,
@@ -316,13 +332,16 @@ class Simulator(Backend):
                     self.prefilling += 1  # was decoding, prefills again
                 self.refill_tokens += int(self.computed[rid]) - s
                 self.computed[rid] = s
+                self.drafts[rid] = 0
         self.stale[:] = -1
         self._run_arr = None
 
-    def _schedule(self, k: int) -> tuple[np.ndarray, list[int], list[int], int]:
+    def _schedule(self) -> tuple[np.ndarray, np.ndarray, int, list[int], list[int], int]:
         """vLLM V1 order: running requests first, then admit waiting ones under the budget.
+        A decode schedules its input token and the drafts it verifies.
 
-        Returns (decode ids, prefill ids, prefill chunk sizes, preemptions).
+        Returns (decode ids, their drafts, the drafts' sum, prefill ids, prefill chunk sizes,
+        preemptions).
         """
         bs = self.engine.block_size
         budget = self.engine.max_num_batched_tokens
@@ -333,17 +352,20 @@ class Simulator(Backend):
             ra = self._run_arr
             if ra is None:
                 ra = self._run_arr = np.asarray(run, dtype=np.int64)
-            if not self.prefilling and len(run) * (k + 1) <= budget:
+            drafts = self.drafts[ra]
+            drafted = int(drafts.sum())
+            tokens = len(run) + drafted
+            if not self.prefilling and tokens <= budget:
                 comp = self.computed[ra]
-                need = np.maximum((comp + k + bs) // bs - self.blocks[ra], 0)  # ceil((c+1+k)/bs)
+                need = np.maximum((comp + drafts + bs) // bs - self.blocks[ra], 0)  # ceil((c+1+d)/bs)
                 total = int(need.sum())
                 if total <= self.kv.free:
                     if total:
                         self.blocks[ra] += need
                         self.kv.used_blocks += total
-                    budget -= len(run) * (k + 1)
+                    budget -= tokens
                     pre, chunks = self._admit(budget, bs)
-                    return ra, pre, chunks, 0
+                    return ra, drafts, drafted, pre, chunks, 0
         dec = []
         pre: list[int] = []
         chunks: list[int] = []
@@ -354,7 +376,7 @@ class Simulator(Backend):
             comp = int(self.computed[rid])
             decoding = comp + 1 == target and self.generated[rid] > 0
             if decoding:
-                tokens = 1 + k
+                tokens = 1 + int(self.drafts[rid])
             else:
                 tokens = min(target - comp, budget)
             if tokens <= 0 or budget < tokens:
@@ -382,7 +404,9 @@ class Simulator(Backend):
             more, more_chunks = self._admit(budget, bs)
             pre += more
             chunks += more_chunks
-        return np.asarray(dec, dtype=np.int64), pre, chunks, preemptions
+        dec_ids = np.asarray(dec, dtype=np.int64)
+        drafts = self.drafts[dec_ids]
+        return dec_ids, drafts, int(drafts.sum()), pre, chunks, preemptions
 
     def _admit(self, budget: int, bs: int) -> tuple[list[int], list[int]]:
         """FCFS admission of waiting requests while seats, tokens and blocks last."""
@@ -415,6 +439,7 @@ class Simulator(Backend):
         self.kv.used_blocks -= int(self.blocks[rid])
         self.blocks[rid] = 0
         self.computed[rid] = 0
+        self.drafts[rid] = 0  # vLLM drops a preempted request's drafts
         self.stale[rid] = -1  # recomputed from scratch
         self.preempted[rid] += 1
         self.waiting.appendleft(rid)
@@ -504,3 +529,8 @@ class Simulator(Backend):
                 )
             )
         return out
+
+
+def _at_least(counts: np.ndarray, top: int) -> tuple[int, ...]:
+    """For j = 1..top, how many of `counts` are at least j (per-position tallies)."""
+    return tuple(int(c) for c in np.bincount(counts, minlength=top + 1)[::-1].cumsum()[::-1][1:])

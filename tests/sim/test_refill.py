@@ -20,12 +20,16 @@ def test_reload_rewinds_exactly_the_tokens_computed_while_offloaded(make_sim):
         sim.step()
     before = sim.computed[:4].copy()
     sim.set_action(OFFLOAD)
-    assert sim.step().drafter is DrafterState.OFFLOADING
+    s = sim.step()
+    # The target alone still verifies the drafts proposed at the last resident step.
+    assert s.drafter is DrafterState.OFFLOADING and s.k == 0 and s.num_drafted == 4 * 2
+    advanced_offloading = s.num_emitted
     for _ in range(4):
         s = sim.step()
         assert s.drafter is DrafterState.OFFLOADED and s.num_decode_reqs == 4
+        assert s.num_drafted == 0
     advanced = int((sim.computed[:4] - before).sum())
-    assert advanced == 5 * 4  # one token per request per offloaded step (k = 0)
+    assert advanced == advanced_offloading + 4 * 4  # then one token per request per step
     decode_step = sim.cost.iteration(4, 0, 0, int(sim.computed[:4].sum()), False)
     sim.set_action(Action(k=2))
     s = sim.step()

@@ -54,6 +54,8 @@ def test_kv_blocks_never_exceed_capacity_and_tokens_per_step_bounded(make_sim):
     reqs = poisson_requests(300, rate=60.0, seed=4)
     sim = make_sim(seed=5, num_kv_blocks=2500)
 
+    pending = np.zeros(len(reqs), dtype=np.int64)  # drafts proposed at the last step
+
     def check(s, before):
         assert 0 <= s.kv_used_blocks <= s.kv_total_blocks
         assert sim.kv.used_blocks == int(sim.blocks.sum())
@@ -64,9 +66,15 @@ def test_kv_blocks_never_exceed_capacity_and_tokens_per_step_bounded(make_sim):
         assert sim.prefilling == int((~decoding).sum())
         emitted = sim.generated - before
         assert emitted.min() >= 0
-        assert emitted.max() <= s.k + 1
+        assert (emitted <= pending + 1).all()  # a decode emits at most its drafts + 1
         assert s.num_emitted == int(emitted.sum())
-        assert s.num_accepted <= s.num_drafted == s.num_draft_reqs * s.k
+        assert s.num_accepted <= s.num_drafted <= int(pending.sum())
+        assert s.num_draft_reqs <= int(np.count_nonzero(pending))
+        if s.num_drafted:
+            assert s.drafted_per_pos[0] == s.num_draft_reqs
+            assert sum(s.drafted_per_pos) == s.num_drafted
+        assert set(sim.drafts[run].tolist()) <= {0, s.k}  # the next step verifies this k
+        pending[:] = sim.drafts
 
     run_random_schedule(sim, reqs, seed=6, offload_every=3, check=check)
 
@@ -87,6 +95,33 @@ def test_acceptance_one_needs_ceil_decode_steps(make_sim, k, output_len):
         decode_steps += s.num_decode_reqs
     assert decode_steps == math.ceil((output_len - 1) / (k + 1))
     assert sim.generated[0] == output_len
+
+
+def test_a_switch_of_k_is_verified_one_step_late(h100):
+    """As in vLLM: the drafter proposes after a step's pass at that step's k, and the next
+    step verifies those drafts. The step after a switch verifies (and pays for) the old k's
+    drafts while its drafter already runs at the new k. The profile charges 1 s per target
+    token, so a step's time is the tokens it verifies."""
+    per_token = FittedStepTime(0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
+    profile = dataclasses.replace(h100, kind="fitted", fitted=per_token, iteration_overhead_s=0.0)
+    sim = Simulator(profile, EngineConfig(), AcceptanceConfig(mean=1.0), seed=0)
+    sim.start([Request(0, 0.0, 100, 200)])
+    sim.set_action(Action(k=3))
+    s = sim.step()  # the prefill: it samples a token, then drafts 3
+    assert s.num_prefill_tokens == 100 and s.num_drafted == 0 and sim.drafts[0] == 3
+    s = sim.step()
+    assert (s.k, s.num_drafted, s.num_emitted) == (3, 3, 4)
+    sim.set_action(Action(k=1))
+    s = sim.step()
+    assert (s.k, s.num_drafted, s.num_accepted, s.num_emitted) == (1, 3, 3, 4)
+    assert s.num_scheduled_tokens == s.step_time_s == 1 + 3
+    s = sim.step()
+    assert (s.k, s.num_drafted, s.num_emitted, s.step_time_s) == (1, 1, 2, 2.0)
+    sim.set_action(Action(k=0))
+    s = sim.step()
+    assert (s.k, s.num_drafted, s.num_emitted, s.step_time_s) == (0, 1, 2, 2.0)
+    s = sim.step()
+    assert (s.k, s.num_drafted, s.num_emitted, s.step_time_s) == (0, 0, 1, 1.0)
 
 
 def test_offload_frees_and_reload_takes_back_exactly_the_drafter_memory(make_sim, h100):
@@ -162,17 +197,17 @@ def revealed_draft_outcomes(sim, requests, schedule_seed) -> dict[tuple[int, int
     position a verify step revealed. Memory is ample and the drafter stays, so a request
     that has sampled a token decodes in every step until it finishes."""
     seen: dict[tuple[int, int], bool] = {}
+    pending = np.zeros(len(requests), dtype=np.int64)  # drafts the step verifies
 
     def check(s, before):
-        if not s.k:
-            return
-        for rid in np.flatnonzero((before >= 1) & (sim.generated > before)):
+        for rid in np.flatnonzero((before >= 1) & (sim.generated > before) & (pending > 0)):
             g, out = int(before[rid]), int(sim.generated[rid])
             accepted = out - g - 1
             for j in range(accepted):
                 seen[(int(rid), g + j)] = True
-            if accepted < s.k and out < sim.output[rid]:  # not cut short by the output length
+            if accepted < pending[rid] and out < sim.output[rid]:  # not cut short by the output
                 seen[(int(rid), g + accepted)] = False
+        pending[:] = sim.drafts
 
     run_random_schedule(sim, requests, seed=schedule_seed, check=check)
     return seen
