@@ -1,6 +1,9 @@
 """How a policy holds up when the simulated host departs from the profile it was fitted to.
 
     python bench/drift_robustness.py [--policies DIR,DIR] [--drifts S,D,O S,D,O ...]
+    python bench/drift_robustness.py --profile cpu-tiny-amx --load-scale 1.47 \
+        --requests azure-code=120,poisson=40 --policies checkpoints/cpu-tiny-amx-refit-oracle-ppo \
+        --drifts 1,1,0 0.9,1,0 --out drift_robustness-cpu-tiny-amx
 
 The sim-to-real sweep's eight points (bench/sim_to_real.py: Poisson 0.5-2 req/s and the
 Azure code trace x0.5-x4 on the calibrated cpu-tiny engine), served in the simulator with a
@@ -9,7 +12,9 @@ the features and the policy still see the profile. Each policy and analytical co
 runs every point; the figure is policy / best analytical controller, as on the live engine.
 It is the cheap proxy for the live comparison: a drift that reproduces the live ranking
 (notes/calibration.md section 6) shows which error of the fit a policy banks on, in seconds
-instead of the live sweep's 51 minutes. Writes results/drift_robustness.json.
+instead of the live sweep's 51 minutes. `--profile`, `--load-scale` and `--requests` are
+sim_to_real's, so the points are a live sweep's. Writes results/NAME.json (default
+drift_robustness).
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ import statistics
 import sys
 import time
 
-from common import ROOT, write_result
-from sim_to_real import ANALYTICAL, WORKLOADS, trained_on
+from common import ROOT, parse_requests, write_result
+from fidelity import parse_load_scale
+from sim_to_real import ANALYTICAL, WORKLOADS, open_context, trained_on
 
 sys.path.insert(0, str(ROOT))
 
-from rlspec.calibration.sweep import SweepContext, Workload  # noqa: E402
+from rlspec.calibration.sweep import Workload  # noqa: E402
 from rlspec.perf.step_time import SpeedDrift  # noqa: E402
 
 POLICIES = ["checkpoints/cpu-tiny-oracle-ppo"]
@@ -46,18 +52,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--drifts", nargs="+", default=DRIFTS, metavar="S,D,O")
-    ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--profile", default="cpu-tiny")
+    ap.add_argument("--load-scale", default="1", help="times every load level, as in sim_to_real (or 'auto')")
+    ap.add_argument("--requests", default="40", help="per episode: N, or name=N,... per workload")
     ap.add_argument("--sim-seeds", type=int, default=3)
+    ap.add_argument("--out", default="drift_robustness", metavar="NAME")
     args = ap.parse_args(argv)
     policies = [p for p in args.policies.split(",") if p]
     missing = [p for p in policies if not (ROOT / p / "policy.npz").is_file()]
     if missing:
         raise SystemExit(f"--policies: no exported policy.npz in {missing}")
     drifts = [parse_drift(d) for d in args.drifts]
-    chosen = [Workload(w.name, w.scenario, w.knob, w.values, args.requests) for w in WORKLOADS]
-    ctx = SweepContext.open(chosen[0].variant(chosen[0].values[0]),
-                            ROOT / "rlspec/perf/profiles/cpu-tiny.yaml", live=False,
-                            sim_seeds=args.sim_seeds)  # fmt: skip
+    scale = parse_load_scale(args.load_scale, args.profile)
+    requests = parse_requests(args.requests, [w.name for w in WORKLOADS])
+    chosen = [Workload(w.name, w.scenario, w.knob, tuple(round(v * scale, 4) for v in w.values), requests[w.name])
+              for w in WORKLOADS]  # fmt: skip
+    ctx = open_context(args.profile, chosen[0].variant(chosen[0].values[0]), live=False, sim_seeds=args.sim_seeds)
     specs = {p: f"policy:{ROOT / p}" for p in policies}
     t0 = time.perf_counter()
     rows = []
@@ -83,14 +93,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{p} {mean[p]:.3f}x (worst {worst[p]:.3f}x)" for p in policies), flush=True)  # fmt: skip
     finally:
         ctx.close()
-    write_result("drift_robustness", {
+    write_result(args.out, {
         "how": ("the sim-to-real sweep's points in the simulator with a SpeedDrift (controllers and "
                 "features keep the profile); policy / best analytical mean latency"),
-        "profile": "cpu-tiny",
+        "profile": args.profile,
+        "load_scale": scale,
         "policies": policies,
         "analytical": ANALYTICAL,
         "trained_on": {p: trained_on(ROOT / p) for p in policies},
-        "requests": args.requests,
+        "requests": requests,
         "sim_seeds": args.sim_seeds,
         "wall_s": round(time.perf_counter() - t0, 1),
         "drifts": rows,
