@@ -477,7 +477,8 @@ def sim_to_real(d: dict, stem: str | None = None) -> list[str]:
 def drift_robustness(d: dict) -> list[str]:
     pols = d["policies"]
     out = [
-        "## Policies when the simulated host departs from the profile (`bench/drift_robustness.py`)",
+        "## Policies when the simulated host departs from the profile (`bench/drift_robustness.py`"
+        + ("" if d.get("profile", "cpu-tiny") == "cpu-tiny" else f", profile `{d['profile']}`") + ")",
         "",
         _env(d),
         "",
@@ -494,6 +495,25 @@ def drift_robustness(d: dict) -> list[str]:
         dr = r["drift"]
         cells = " | ".join(f"{r['mean_ratio_vs_best'][p]:.3f} ({r['max_ratio_vs_best'][p]:.3f})" for p in pols)
         out.append(f"| {dr['scale']:g} | {dr['draft_scale']:g} | {dr['overhead_s']:g} | {cells} |")
+    return [*out, ""]
+
+
+def step_structure(d: dict) -> list[str]:
+    w = d["workload"]
+    out = [f"## How the live engine and the simulator cut the same work into iterations (`bench/step_structure.py`, "
+           f"profile `{d['profile']}`)", "", _env(d), "",
+           f"{w['name']} at {w['knob']} {w['value']:g}, {w['requests']} requests, on one warm live engine and in the "
+           f"simulator (mean of {d['sim_seeds']} seeds), each controller in turn. Live / simulated.", "",
+           "| controller | mean latency (s) | busy (s) | iterations | with prefill | decode only | prefill tokens per "
+           "prefill iteration | decodes per decoding iteration | drafts per decode |",
+           "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in d["controllers"]:
+        lv, sm = r["live"], r["sim"]
+        cells = [f"{lv[k]:{f}} / {sm[k]:{f}}" for k, f in (
+            ("mean_latency_s", ".3f"), ("busy_s", ".1f"), ("iterations", ".0f"), ("prefill_iterations", ".0f"),
+            ("decode_only_iterations", ".0f"), ("prefill_tokens_per_prefill_iteration", ".0f"),
+            ("decodes_per_decoding_iteration", ".2f"), ("drafts_per_decode", ".2f"))]  # fmt: skip
+        out.append(f"| {r['controller']} | " + " | ".join(cells) + " |")
     return [*out, ""]
 
 
@@ -798,13 +818,15 @@ SECTIONS = [
     ("sim_to_real-cpu-tiny-amx-refit-pooled", sim_to_real_pooled),
     ("sim_to_real-cpu-tiny-amx-refit-warm-pooled", sim_to_real_pooled),
     ("sim_to_real-cpu-tiny-amx-refit-seated-pooled", sim_to_real_pooled),
+    ("sim_to_real-cpu-tiny-amx-refit-seated-pooled3", sim_to_real_pooled),
     *((stem, functools.partial(sim_to_real, stem=stem)) for stem in (
         "sim_to_real-cpu-tiny-amx-refit", "sim_to_real-cpu-tiny-amx-refit-run2",
         "sim_to_real-cpu-tiny-amx-refit-warm-azure", "sim_to_real-cpu-tiny-amx-refit-warm-poisson",
         "sim_to_real-cpu-tiny-amx-refit-warm-b", "sim_to_real-cpu-tiny-amx-refit-turn0.5-poisson",
         "sim_to_real-cpu-tiny-amx-refit-turn0.5-azure", "sim_to_real-cpu-tiny-amx-refit-turn0.5-poisson-run2",
         "sim_to_real-cpu-tiny-amx-refit-seated-poisson", "sim_to_real-cpu-tiny-amx-refit-seated-azure",
-        "sim_to_real-cpu-tiny-amx-refit-seated-poisson-run2", "sim_to_real-cpu-tiny-amx-refit-seated-azure-run2")),
+        "sim_to_real-cpu-tiny-amx-refit-seated-poisson-run2", "sim_to_real-cpu-tiny-amx-refit-seated-azure-run2",
+        "sim_to_real-cpu-tiny-amx-refit-seated-poisson-run3", "sim_to_real-cpu-tiny-amx-refit-seated-azure-run3")),
     ("engine_slots-cpu-tiny-amx", engine_slots),
     *((stem, turns_bias) for stem in ("turns_bias-cpu-tiny-amx", "turns_bias-cpu-tiny-amx-turn0.5")),
     ("drafter_by_k-cpu-tiny-amx-before", drafter_by_k),
@@ -817,6 +839,8 @@ SECTIONS = [
     ("per_request_k-cpu-tiny-amx", per_request_k),
     ("acceptance_by_k-cpu-tiny-amx", acceptance_by_k),
     ("drift_robustness", drift_robustness),
+    ("drift_robustness-cpu-tiny-amx", drift_robustness),
+    ("step_structure-cpu-tiny-amx-azure-code", step_structure),
 ]
 
 
