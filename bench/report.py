@@ -514,6 +514,15 @@ def step_structure(d: dict) -> list[str]:
             ("decode_only_iterations", ".0f"), ("prefill_tokens_per_prefill_iteration", ".0f"),
             ("decodes_per_decoding_iteration", ".2f"), ("drafts_per_decode", ".2f"))]  # fmt: skip
         out.append(f"| {r['controller']} | " + " | ".join(cells) + " |")
+    speeds = d.get("sim_by_speed") or {}
+    if len(speeds) > 1:
+        names = list(next(iter(speeds.values())))
+        out += ["", "The simulator alone with the host that many times the profile's step time: iterations, "
+                "mean latency (s).", "", "| step time / profile | " + " | ".join(names) + " |",
+                "|---|" + "---|" * len(names)]  # fmt: skip
+        for x, per in speeds.items():
+            out.append(f"| {x} | " + " | ".join(f"{per[c]['iterations']:.0f}, {per[c]['mean_latency_s']:.3f}"
+                                                 for c in names) + " |")  # fmt: skip
     return [*out, ""]
 
 

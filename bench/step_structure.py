@@ -8,8 +8,10 @@ simulated, static:0 140-147 against 135), with the busy time about equal. Latenc
 how the work is cut, so this serves one sweep point's requests with each controller on one
 warm live engine and in the simulator (the same requests, `--sim-seeds` engine seeds) and
 records every busy iteration: whether it carries prefill tokens, how many, how many requests
-decode and how many drafts each verifies, and the tokens it emits. Writes
-results/NAME.json with the per-side summaries and the prefill-chunk histogram.
+decode and how many drafts each verifies, and the tokens it emits. `--speeds` also simulates
+the point with the host that many times the profile's speed (`SpeedDrift`), the live sweeps'
+measured range, to see how a host's speed alone re-cuts the work. Writes results/NAME.json
+with the per-side summaries and the prefill-chunk histogram.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from common import ROOT, controller_name, write_result
 sys.path.insert(0, str(ROOT))
 
 from fidelity import WORKLOADS  # noqa: E402
+from sim_to_real import open_context  # noqa: E402
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.matching import Tally, tallied_episode  # noqa: E402
 from rlspec.calibration.quiet import wait_quiet  # noqa: E402
-from rlspec.calibration.sweep import SweepContext  # noqa: E402
 from rlspec.control.registry import make_controller  # noqa: E402
 from rlspec.engines.factory import make_backend  # noqa: E402
+from rlspec.perf.step_time import SpeedDrift  # noqa: E402
 
 # Prefill tokens per iteration, bucketed (lower bounds): a chunk's size decides its cost.
 CHUNK_BOUNDS = (1, 64, 256, 512, 1024, 1536, 2048)
@@ -101,34 +104,51 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=120)
     ap.add_argument("--controllers", default="static:3,static:0")
     ap.add_argument("--sim-seeds", type=int, default=3)
+    ap.add_argument("--speeds", default="1", help="step time scales the simulator also runs at (SCALE,SCALE,...)")
+    ap.add_argument("--sim-only", action="store_true", help="no live engine: only the simulator at --speeds")
     ap.add_argument("--wait-quiet", type=float, default=None, metavar="CORES")
     ap.add_argument("--out", default=None, metavar="NAME", help="results/NAME.json (default: step_structure-P-W)")
     args = ap.parse_args(argv)
     controllers = args.controllers.split(",")
+    try:
+        speeds = [float(x) for x in args.speeds.split(",")]
+    except ValueError:
+        raise SystemExit(f"--speeds: {args.speeds!r} is not SCALE,SCALE,...") from None
+    if any(not x > 0 for x in speeds):
+        raise SystemExit(f"--speeds: {args.speeds!r} must all be > 0")
     for c in controllers:
         make_controller(c)  # refuse an unknown controller before the engine starts
     w = dataclasses.replace(next(w for w in WORKLOADS if w.name == args.workload), values=(args.value,),
                             requests=args.requests)  # fmt: skip
-    profile_path = ROOT / f"rlspec/perf/profiles/{args.profile}.yaml"
-    ctx = SweepContext.open(w.variant(args.value), profile_path)
+    ctx = open_context(args.profile, w.variant(args.value), live=not args.sim_only)  # the sweeps' KV pool
     sc = ctx.match(w.variant(args.value))
     requests = sc.requests(sc.seed)
+
+    def simulated(c: str, speed: float) -> dict[str, Any]:
+        at = sc if speed == 1 else sc.replace(speed_drift=SpeedDrift(scale=speed))
+        sims = []
+        for i in range(args.sim_seeds):
+            rec = StepRecorder(make_backend(at, "sim", seed=sc.seed + 7919 * i))
+            m, _ = tallied_episode(rec, make_controller(c), requests, at)
+            sims.append(structure(rec.rows, m.mean_latency_s))
+        return mean_structure(sims)
+
+    by_speed = {f"{x:g}": {controller_name(c): simulated(c, x) for c in controllers} for x in speeds}
+    for x, per in by_speed.items():
+        print(f"simulated at {x}x the profile's step time: " + "; ".join(
+            f"{c} {r['iterations']:.0f} iterations, {r['mean_latency_s']:.3f} s" for c, r in per.items()))  # fmt: skip
     rows = []
     t0 = time.perf_counter()
     try:
-        tallied_episode(ctx.live, make_controller(controllers[0]), requests, sc)  # warm the engine's shapes
-        for c in controllers:
-            sims = []
-            for i in range(args.sim_seeds):
-                rec = StepRecorder(make_backend(sc, "sim", seed=sc.seed + 7919 * i))
-                m, _ = tallied_episode(rec, make_controller(c), requests, sc)
-                sims.append(structure(rec.rows, m.mean_latency_s))
+        if ctx.live is not None:
+            tallied_episode(ctx.live, make_controller(controllers[0]), requests, sc)  # warm the engine's shapes
+        for c in controllers if ctx.live is not None else ():
+            sim = simulated(c, 1.0)
             if args.wait_quiet is not None:
                 wait_quiet(args.wait_quiet, 120.0)
             rec = StepRecorder(ctx.live)
             m, _ = tallied_episode(rec, make_controller(c), requests, sc)
             live = structure(rec.rows, m.mean_latency_s)
-            sim = mean_structure(sims)
             rows.append({"controller": controller_name(c), "live": live, "sim": sim})
             print(f"{c}: " + "; ".join(f"{k} live {live[k]:.4g} sim {sim[k]:.4g}" for k in live if k != "prefill_chunks")
                   + f"\n  prefill chunks live {live['prefill_chunks']}\n  prefill chunks sim  {sim['prefill_chunks']}",
@@ -143,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "sim_seeds": args.sim_seeds,
         "wall_s": round(time.perf_counter() - t0, 1),
         "controllers": rows,
+        "sim_by_speed": by_speed,
     })  # fmt: skip
     return 0
 
