@@ -845,6 +845,7 @@ SECTIONS = [
     ("shape_warmth-cpu-tiny-amx-poisson-cache", shape_warmth),
     ("shape_warmth-cpu-tiny-amx-vm-speed", shape_warmth),
     ("shape_warmth-cpu-tiny-amx-k-switch", shape_warmth),
+    ("shape_warmth-cpu-tiny-amx-azure-policy", shape_warmth),
     ("per_request_k-cpu-tiny-amx", per_request_k),
     ("acceptance_by_k-cpu-tiny-amx", acceptance_by_k),
     ("drift_robustness", drift_robustness),
