@@ -21,6 +21,7 @@ import dataclasses
 import statistics
 import sys
 import time
+from bisect import bisect_right
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from rlspec.perf.step_time import SpeedDrift  # noqa: E402
 
 # Prefill tokens per iteration, bucketed (lower bounds): a chunk's size decides its cost.
 CHUNK_BOUNDS = (1, 64, 256, 512, 1024, 1536, 2048)
+CHUNK_LABELS = [f"{lo}-{hi - 1}" for lo, hi in zip(CHUNK_BOUNDS[:-1], CHUNK_BOUNDS[1:], strict=True)] + [f"{CHUNK_BOUNDS[-1]}+"]
 
 
 class StepRecorder(Tally):
@@ -58,10 +60,9 @@ class StepRecorder(Tally):
         return s
 
 
-def chunk_bucket(tokens: int) -> str:
-    lo = max(b for b in CHUNK_BOUNDS if b <= tokens)
-    hi = next((b for b in CHUNK_BOUNDS if b > tokens), None)
-    return f"{lo}-{hi - 1}" if hi else f"{lo}+"
+def chunk_histogram(counts: Counter[str], scale: float = 1) -> dict[str, float]:
+    """Non-empty chunk buckets in size order, each count times `scale`."""
+    return {label: counts[label] * scale for label in CHUNK_LABELS if counts[label]}
 
 
 def structure(rows: list[tuple[int, int, int, int, int, float]], latency: float) -> dict[str, Any]:
@@ -82,8 +83,7 @@ def structure(rows: list[tuple[int, int, int, int, int, float]], latency: float)
         "drafts_per_decode": sum(r[2] for r in decoding) / decode_reqs if decode_reqs else 0.0,
         "emitted": sum(r[3] for r in rows),
         "scheduled_tokens": sum(r[4] for r in rows),
-        "prefill_chunks": dict(sorted(Counter(chunk_bucket(r[0]) for r in prefill).items(),
-                                      key=lambda kv: int(kv[0].split("-")[0].rstrip("+")))),  # fmt: skip
+        "prefill_chunks": chunk_histogram(Counter(CHUNK_LABELS[bisect_right(CHUNK_BOUNDS, r[0]) - 1] for r in prefill)),
     }
 
 
@@ -92,7 +92,7 @@ def mean_structure(runs: list[dict[str, Any]]) -> dict[str, Any]:
     chunks: Counter[str] = Counter()
     for r in runs:
         chunks.update(r["prefill_chunks"])
-    out["prefill_chunks"] = {k: v / len(runs) for k, v in chunks.items()}
+    out["prefill_chunks"] = chunk_histogram(chunks, 1 / len(runs))
     return out
 
 
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--speeds: {args.speeds!r} is not SCALE,SCALE,...") from None
     if any(not x > 0 for x in speeds):
         raise SystemExit(f"--speeds: {args.speeds!r} must all be > 0")
+    speeds = list(dict.fromkeys([1.0, *speeds]))  # the live comparison is at the profile's speed
     for c in controllers:
         make_controller(c)  # refuse an unknown controller before the engine starts
     w = dataclasses.replace(next(w for w in WORKLOADS if w.name == args.workload), values=(args.value,),
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         if ctx.live is not None:
             tallied_episode(ctx.live, make_controller(controllers[0]), requests, sc)  # warm the engine's shapes
         for c in controllers if ctx.live is not None else ():
-            sim = simulated(c, 1.0)
+            sim = by_speed["1"][controller_name(c)]
             if args.wait_quiet is not None:
                 wait_quiet(args.wait_quiet, 120.0)
             rec = StepRecorder(ctx.live)

@@ -1,5 +1,7 @@
 """The acceptance estimate reads each step's verify outcome right across switches of k."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -39,6 +41,5 @@ def test_full_accepts_are_read_at_the_last_drafted_position(make_sim):
         ((4,), (1,), 1),
         ((), (), 0),
     ):
-        snap = s.__class__(**{**{f: getattr(s, f) for f in s.__slots__},
-                              "drafted_per_pos": drafted, "accepted_per_pos": accepted})  # fmt: skip
+        snap = dataclasses.replace(s, drafted_per_pos=drafted, accepted_per_pos=accepted)
         assert snap.num_fully_accepted == full

@@ -352,20 +352,21 @@ class Simulator(Backend):
             ra = self._run_arr
             if ra is None:
                 ra = self._run_arr = np.asarray(run, dtype=np.int64)
-            drafts = self.drafts[ra]
-            drafted = int(drafts.sum())
-            tokens = len(run) + drafted
-            if not self.prefilling and tokens <= budget:
-                comp = self.computed[ra]
-                need = np.maximum((comp + drafts + bs) // bs - self.blocks[ra], 0)  # ceil((c+1+d)/bs)
-                total = int(need.sum())
-                if total <= self.kv.free:
-                    if total:
-                        self.blocks[ra] += need
-                        self.kv.used_blocks += total
-                    budget -= tokens
-                    pre, chunks = self._admit(budget, bs)
-                    return ra, drafts, drafted, pre, chunks, 0
+            if not self.prefilling:
+                drafts = self.drafts[ra]
+                drafted = int(drafts.sum())
+                tokens = len(run) + drafted
+                if tokens <= budget:
+                    comp = self.computed[ra]
+                    need = np.maximum((comp + drafts + bs) // bs - self.blocks[ra], 0)  # ceil((c+1+d)/bs)
+                    total = int(need.sum())
+                    if total <= self.kv.free:
+                        if total:
+                            self.blocks[ra] += need
+                            self.kv.used_blocks += total
+                        budget -= tokens
+                        pre, chunks = self._admit(budget, bs)
+                        return ra, drafts, drafted, pre, chunks, 0
         dec = []
         pre: list[int] = []
         chunks: list[int] = []
