@@ -16,7 +16,9 @@ count and the seconds measured and predicted; the same per draft length (`by_k`)
 where the profile misprices one controller's iterations against another's; and per whether
 the count was among the last 32 distinct counts the engine's GEMMs met (`by_cache`: *recent*,
 *evicted* or *new*), which shows whether a controller that varies k meets more counts than
-the handler's cache holds.
+the handler's cache holds; and per whether the step's k is the last step's (`by_switch`:
+*same k*, *k up*, *k down*), which shows what a controller that varies k pays for switching.
+`--iterations` also keeps every busy iteration (`iteration_fields`), for residuals by any shape.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from rlspec.calibration.sweep import SweepContext  # noqa: E402
 from rlspec.control.registry import make_controller  # noqa: E402
 from rlspec.perf.profile import load_profile  # noqa: E402
 
+ITERATION_FIELDS = ("phase", "k_before", "k", "decode_reqs", "spec_tokens", "prefill_tokens", "context",
+                    "scheduled_tokens", "cache", "measured_s", "predicted_s")  # fmt: skip
 GEMM_CACHE = 32  # primitives vLLM's CPU GEMM handler keeps per weight (`create_onednn_mm(weight.t(), 32)`)
 
 
@@ -75,12 +79,16 @@ class StepLog(Tally):
     not met before (its `Warmth` spans the engine's episodes), and sums per kind the time the live
     backend measured and the time its profile predicts for the same iteration."""
 
-    def __init__(self, inner: Any, warmth: Warmth) -> None:
+    def __init__(self, inner: Any, warmth: Warmth, keep: bool = False) -> None:
         super().__init__(inner)
         self.warmth = warmth
         self.kinds = _rows()
         self.by_k = _rows()  # the same, by k instead of warmth
         self.by_cache = _rows()  # by whether the count is among the last GEMM_CACHE
+        self.by_switch = _rows()  # by the step's k against the last busy step's
+        self.keep = keep
+        self.iterations_kept: list[tuple] = []  # ITERATION_FIELDS per busy iteration (with keep)
+        self._k_before = 0  # k of the last busy iteration: the length of the drafts verified now
 
     def step(self) -> Any:
         measured, predicted = self.inner.measured_busy_s, self.inner.predicted_busy_s
@@ -93,10 +101,19 @@ class StepLog(Tally):
             self.warmth.meet(m)  # the target's pass and the drafter's first
             if s.k > 1 and s.num_decode_reqs and s.num_drafted:
                 self.warmth.meet(s.num_decode_reqs)  # the drafter's chained single-token passes
-            for row in (self.kinds[kind], self.by_k[f"{phase}, k={s.k}"], self.by_cache[f"{phase}, {cache}"]):
+            kb = self._k_before
+            switch = "same k" if s.k == kb else "k up" if s.k > kb else "k down"
+            dt, dp = self.inner.measured_busy_s - measured, self.inner.predicted_busy_s - predicted
+            for row in (self.kinds[kind], self.by_k[f"{phase}, k={s.k}"], self.by_cache[f"{phase}, {cache}"],
+                        self.by_switch[f"{phase}, {switch}"]):  # fmt: skip
                 row[0] += 1
-                row[1] += self.inner.measured_busy_s - measured
-                row[2] += self.inner.predicted_busy_s - predicted
+                row[1] += dt
+                row[2] += dp
+            if self.keep:
+                plan = self.inner.engine_handle.scheduler.rlspec_last_plan
+                self.iterations_kept.append((phase, kb, s.k, s.num_decode_reqs, s.num_drafted, s.num_prefill_tokens,
+                                             plan.num_context_tokens, m, cache, round(dt, 6), round(dp, 6)))  # fmt: skip
+            self._k_before = s.k
         return s
 
 
@@ -110,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="controllers served one after another on one fresh engine")  # fmt: skip
     ap.add_argument("--sim-seeds", type=int, default=5)
     ap.add_argument("--wait-quiet", type=float, default=None, metavar="CORES")
+    ap.add_argument("--iterations", action="store_true", help="keep every busy iteration in the results")
     ap.add_argument("--out", default=None, metavar="NAME", help="results/NAME.json (default: shape_warmth-P)")
     args = ap.parse_args(argv)
     order = args.order.split(",")
@@ -130,20 +148,23 @@ def main(argv: list[str] | None = None) -> int:
         for i, c in enumerate(order):
             if args.wait_quiet is not None:
                 wait_quiet(args.wait_quiet, 120.0)
-            log = StepLog(ctx.live, warmth)
+            log = StepLog(ctx.live, warmth, keep=args.iterations)
             with OtherLoad() as load:
                 m, extra = tallied_episode(log, make_controller(c), requests, sc)
-            kinds, by_k, by_cache = ({k: {"iterations": int(n), "measured_s": round(t, 3), "predicted_s": round(p, 3),
-                                          "vs_profile": round(t / p, 3)} for k, (n, t, p) in sorted(rows.items())}
-                                     for rows in (log.kinds, log.by_k, log.by_cache))  # fmt: skip
+            kinds, by_k, by_cache, by_switch = (
+                {k: {"iterations": int(n), "measured_s": round(t, 3), "predicted_s": round(p, 3),
+                     "vs_profile": round(t / p, 3)} for k, (n, t, p) in sorted(rows.items())}
+                for rows in (log.kinds, log.by_k, log.by_cache, log.by_switch))  # fmt: skip
             episodes.append({"episode": i, "controller": controller_name(c), "live_mean_latency_s": m.mean_latency_s,
                              "sim_mean_latency_s": sim[c]["mean_latency_s"],
                              "step_time_vs_profile": extra["step_time_vs_profile"], "iterations": extra["iterations"],
                              "other_load_cores": round(load.cores, 3), "kinds": kinds, "by_k": by_k,
-                             "by_cache": by_cache})  # fmt: skip
+                             "by_cache": by_cache, "by_switch": by_switch,
+                             **({"iterations_kept": log.iterations_kept} if args.iterations else {})})  # fmt: skip
             print(f"episode {i} {c:>9}: mean latency live {m.mean_latency_s:.3f} s, sim {sim[c]['mean_latency_s']:.3f} s; "
                   f"steps {extra['step_time_vs_profile']:.3f}x the profile; "
-                  + ", ".join(f"{k} {v['iterations']} at {v['vs_profile']:.2f}x" for k, v in (kinds | by_k | by_cache).items()),
+                  + ", ".join(f"{k} {v['iterations']} at {v['vs_profile']:.2f}x"
+                              for k, v in (kinds | by_k | by_cache | by_switch).items()),
                   flush=True)  # fmt: skip
     finally:
         ctx.close()
@@ -155,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "sim_seeds": args.sim_seeds,
         "engine": {"block_size": ctx.block_size, "num_kv_blocks": ctx.num_kv_blocks},
         "wall_s": round(time.perf_counter() - t0, 1),
+        **({"iteration_fields": list(ITERATION_FIELDS)} if args.iterations else {}),
         "episodes": episodes,
     })  # fmt: skip
     return 0

@@ -425,6 +425,7 @@ def evaluate_live(args: argparse.Namespace) -> int:
     settings = {"policy": str(Path(args.policy).resolve()), "profile": args.profile, "requests": requests,
                 "engines": args.engines, "repeats": args.repeats, "sim_seeds": args.sim_seeds,
                 "warm_runs": args.warm_runs, "turn_s": args.turn_s, "policy_engine": "rotated",
+                "seat_offset": args.seat_offset,
                 "workloads": {w.name: list(w.values) for w in chosen}}  # fmt: skip
     points, earlier_log = resumed_points(partial, settings) if args.resume else ([], [])
     done = {(p["workload"], p["value"]) for p in points}
@@ -450,7 +451,7 @@ def evaluate_live(args: argparse.Namespace) -> int:
                     paired_runs = []
                     for r in range(args.repeats):
                         for gi in range(len(groups)) if r % 2 == 0 else reversed(range(len(groups))):
-                            together = ctx.run_live_together(sc, seated(groups[gi], gi + i))
+                            together = ctx.run_live_together(sc, seated(groups[gi], gi + i + args.seat_offset))
                             for engine, (c, m) in enumerate(together.items()):  # engine order
                                 runs[names[c]].append({**m, "engine": engine})
                             paired_runs.append({names[c]: m["mean_latency_s"] for c, m in together.items()})
@@ -575,10 +576,11 @@ def evaluate_live(args: argparse.Namespace) -> int:
             "how": (f"{args.engines} live engines taking turns "
                     + (f"of {args.turn_s:g} s of iterations " if args.turn_s else "one iteration at a time ")
                     + "(rlspec.calibration.interleave): the policy beside each group of analytical controllers, "
-                    "on engine (group + point) mod engines (an episode's `together` lists its group in engine "
-                    "order), policy / controller from the episodes they ran together"),
+                    "on engine (group + point + seat offset) mod engines (an episode's `together` lists its "
+                    "group in engine order), policy / controller from the episodes they ran together"),
             "groups": [["policy", *g] for g in analytical_groups(args.engines)],
             "policy_engine": "rotated",
+            "seat_offset": args.seat_offset,
             "mean_ratio_vs_best": pr["mean_ratio_vs_best"], "max_ratio_vs_best": pr["max_ratio_vs_best"],
             "sum_ratio_vs_best": pr["sum_ratio_vs_best"], "mean_ratio_vs_goodput": pr["mean_ratio_vs_goodput"],
             "points_at_most_1": pr["points_at_most_1"], "holds": pr["mean_ratio_vs_best"] <= 1.0,
@@ -666,6 +668,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="engines in turns: each turn runs the iterations that start within this many seconds "
                         "(default: %(default)s; 0: one iteration per turn, as every run before 2026-12-06 noon, "
                         "which favours controllers with longer steps: bench/turns_bias.py)")  # fmt: skip
+    e.add_argument("--seat-offset", type=int, default=0,
+                   help="engines in turns: seat every group this many engines further round; runs with "
+                        "offsets 0..engines-1 pooled seat each controller beside the policy on every pair of "
+                        "engines at every point (`pool` reports whether its runs are balanced)")  # fmt: skip
     e.add_argument("--out", default=None, metavar="NAME",
                    help="results/NAME.json (default: sim_to_real[-P]); another live run of one policy "
                         "keeps the first")  # fmt: skip
