@@ -230,6 +230,7 @@ def joined_run(spec: str) -> dict:
     run = dict(parts[0])
     for name, part in zip(spec.split("+")[1:], parts[1:], strict=True):
         diff = [k for k in ("policy", "profile", "controllers") if part.get(k) != run.get(k)]
+        diff += ["seat offset"] if seat_offset(part) != seat_offset(run) else []
         if diff or set(part["workloads"]) & set(run["workloads"]):
             raise SystemExit(f"pool: {name} is not another workload of {spec.split('+')[0]} "
                              f"({'differs in ' + ', '.join(diff) if diff else 'the same workloads'})")  # fmt: skip
@@ -242,6 +243,37 @@ def _best_elsewhere(per_run: list[dict[str, float]], j: int) -> str:
     """The analytical controller the policy compares worst with in every run but run j."""
     others = [r for i, r in enumerate(per_run) if i != j]
     return max(others[0], key=lambda c: statistics.fmean(r[c] for r in others))
+
+
+def seat_offset(run: dict) -> int:
+    """The run's `--seat-offset` (0 for runs from before it)."""
+    return int((run.get("paired") or {}).get("seat_offset", 0))
+
+
+def policy_by_engine(runs: list[dict]) -> dict:
+    """The policy's episodes at a point serve the same requests once in every group, each on
+    another engine, so their spread is the engines' and the moments' alone: per engine, its mean
+    latency and step time over the policy's mean at that point, over every point of every run
+    (`all`) and over each point's runs (`points`, by "workload value")."""
+    cells: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for r in runs:
+        for p in r["points"]:
+            m = next(v for c, v in p["live"].items() if c.startswith("policy"))
+            lat, spd = m["mean_latency_runs_s"], m["step_time_vs_profile_runs"]
+            if len(lat) < 2:
+                continue
+            for e, x, y in zip(m["engine_runs"], lat, spd, strict=True):
+                cells.setdefault((f"{p['workload']} {p['value']:g}", e), []).append(
+                    (x / statistics.fmean(lat), y / statistics.fmean(spd)))
+
+    def summary(xs: list[tuple[float, float]]) -> dict:
+        return {"latency": statistics.fmean(x for x, _ in xs), "step_time": statistics.fmean(y for _, y in xs),
+                "n": len(xs)}  # fmt: skip
+
+    engines = sorted({e for _, e in cells})
+    return {"all": {str(e): summary([v for (_, e2), vs in cells.items() if e2 == e for v in vs]) for e in engines},
+            "points": {pt: {str(e): summary(cells[(pt, e)]) for e in engines if (pt, e) in cells}
+                       for pt in dict.fromkeys(pt for pt, _ in cells)}}  # fmt: skip
 
 
 def pool_runs(runs: list[dict]) -> dict:
@@ -311,8 +343,13 @@ def pool_runs(runs: list[dict]) -> dict:
     summary = {name: {side: scope(pts, side) for side in sides}
                for name, pts in [("all", points), *((w, [p for p in points if p["workload"] == w])
                                                     for w in dict.fromkeys(p["workload"] for p in points))]}  # fmt: skip
+    offsets = [seat_offset(r) for r in runs]
+    engines = int(runs[0].get("engines") or 1)
+    # balanced: every seating taken equally often, so each engine's speed falls on every controller alike
+    balanced = engines > 1 and len({sum(x % engines == o for x in offsets) for o in range(engines)}) == 1
     return {"policy": runs[0]["policy"], "profile": runs[0]["profile"], "runs": len(runs),
-            "target": runs[0]["target"], "summary": summary, "points": points}  # fmt: skip
+            "target": runs[0]["target"], "seat_offsets": offsets, "seat_balanced": balanced,
+            "policy_by_engine": policy_by_engine(runs), "summary": summary, "points": points}  # fmt: skip
 
 
 def plot_speed(d: dict, path: Path) -> None:
@@ -687,6 +724,10 @@ def main(argv: list[str] | None = None) -> int:
         pooled = pool_runs([joined_run(r) for r in args.runs])
         write_result(args.out, {"pooled_from": [" + ".join(f"results/{n}.json" for n in r.split("+")) for r in args.runs],
                                 **pooled})  # fmt: skip
+        by_engine = ", ".join(f"engine {e} {v['latency']:.3f} / {v['step_time']:.3f}"
+                              for e, v in pooled["policy_by_engine"]["all"].items())
+        print(f"seat offsets {pooled['seat_offsets']} ({'' if pooled['seat_balanced'] else 'not '}balanced); the policy's "
+              f"latency / step time by engine, over its mean at each point: {by_engine}")  # fmt: skip
         for scope, sides in pooled["summary"].items():
             for side, f in sides.items():
                 print(f"{scope:10s} {side:13s} policy / best analytical {f['mean_ratio_vs_best']:.3f}x "
