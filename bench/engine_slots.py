@@ -25,6 +25,11 @@ engines' turns do to it:
 If `idle` reads like `alone` and `evicted` like the engines in turns, the turns cost an
 engine its cached weights. Each round runs the four episodes in the same order on the same
 requests, so the host's drift moves them alike, and the comparison is made within a round.
+
+`--reverse-turns` also serves each round's group with the engines taking their turns in the
+reverse order (the last-started engine first), which tells an engine's own speed (it stays
+with the engine) from its place in the round (it moves to the other end). `--slots-only`
+leaves out the three episodes on the first engine alone.
 """
 
 from __future__ import annotations
@@ -89,6 +94,11 @@ def main() -> None:
     ap.add_argument("--engines", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--wait-quiet", type=float, default=0.3, metavar="CORES")
+    ap.add_argument("--turn-s", type=float, default=0.0, help="turn length, as sim_to_real's (default: %(default)s)")
+    ap.add_argument("--reverse-turns", action="store_true",
+                    help="also serve each round with the engines' turns in reverse order")  # fmt: skip
+    ap.add_argument("--slots-only", action="store_true", help="leave out the first engine's episodes alone")
+    ap.add_argument("--out", default=None, metavar="NAME", help="results/NAME.json (default: engine_slots-P)")
     args = ap.parse_args()
     if args.engines < 2 or args.rounds < 1:
         raise SystemExit("--engines: at least 2; --rounds: at least 1")
@@ -96,47 +106,58 @@ def main() -> None:
     rate = round(args.rate * load_scale(args.profile), 4)
     sc = Workload("poisson", str(LIVE_SCENARIOS[0]), "rate", (rate,), args.requests).variant(rate)
     evict_bytes = (args.engines - 1) * engine_weight_bytes(args.profile)
-    buffer = np.ones(evict_bytes // 8, dtype=np.uint64)  # written once, so its pages are resident
+    # written once, so its pages are resident
+    buffer = None if args.slots_only else np.ones(evict_bytes // 8, dtype=np.uint64)
     ctx = open_context(args.profile, sc, engines=args.engines, quiet=args.wait_quiet)
     rounds = []
     try:
         matched = ctx.match(sc)
         job = Job(matched, args.controller, matched.seed)
 
-        def episode(jobs: list[Job], hook: BetweenTurns | None = None) -> tuple[list[dict], float]:
+        def episode(jobs: list[Job], hook: BetweenTurns | None = None,
+                    order: list[int] | None = None) -> tuple[list[dict], float]:  # fmt: skip
             wait_quiet(args.wait_quiet, ctx.quiet_timeout_s)
             t0 = time.perf_counter()
-            results, others = ctx.together.run(jobs, ctx.baselines, between_turns=hook)
+            results, others = ctx.together.run(jobs, ctx.baselines, between_turns=hook, turn_s=args.turn_s,
+                                               turn_order=order)  # fmt: skip
             wall = time.perf_counter() - t0
             per_turn = wall / sum(extra["turns"] for _, extra in results)
             out = [{"mean_latency_s": m.mean_latency_s, "step_time_vs_profile": extra["step_time_vs_profile"],
                     "other_load_cores": others} for m, extra in results]  # fmt: skip
             return out, per_turn
 
+        episode([job] * args.engines)  # unmeasured: every engine meets the episode's token counts once
         for r in range(args.rounds):
             # run_live_together refuses a repeated controller: drive the engines directly
             turns, turn_s = episode([job] * args.engines)
-            # as long as the other engines' turns took, or the read, if that takes longer
-            evicting = BetweenTurns((args.engines - 1) * turn_s, buffer)
-            (evicted,), _ = episode([job], evicting)
-            idling = BetweenTurns(evicting.mean_pause_s)
-            (idle,), _ = episode([job], idling)
-            (alone,), _ = episode([job])
-            rd = {"turns": {k: [e[k] for e in turns] for k in KEYS}, "turn_s": turn_s,
-                  "evicted": evicted, "evicted_pause_s": evicting.mean_pause_s,
-                  "idle": idle, "idle_pause_s": idling.mean_pause_s, "alone": alone}  # fmt: skip
+            rd = {"turns": {k: [e[k] for e in turns] for k in KEYS}, "turn_s": turn_s}
+            if args.reverse_turns:  # the same engines, each result still under its engine's index
+                back, _ = episode([job] * args.engines, order=list(range(args.engines))[::-1])
+                rd["turns_reversed"] = {k: [e[k] for e in back] for k in KEYS}
+            if not args.slots_only:
+                # as long as the other engines' turns took, or the read, if that takes longer
+                evicting = BetweenTurns((args.engines - 1) * turn_s, buffer)
+                (evicted,), _ = episode([job], evicting)
+                idling = BetweenTurns(evicting.mean_pause_s)
+                (idle,), _ = episode([job], idling)
+                (alone,), _ = episode([job])
+                rd |= {"evicted": evicted, "evicted_pause_s": evicting.mean_pause_s,
+                       "idle": idle, "idle_pause_s": idling.mean_pause_s, "alone": alone}  # fmt: skip
             rounds.append(rd)
-            print(f"round {r}: steps vs profile - in turns "
+            print(f"round {r}: steps vs profile by engine - in turns "
                   + " ".join(f"{x:.3f}" for x in rd["turns"]["step_time_vs_profile"])
-                  + f", evicted {evicted['step_time_vs_profile']:.3f} (pause {evicting.mean_pause_s * 1e3:.0f} ms)"
-                  f", idle {idle['step_time_vs_profile']:.3f} (pause {idling.mean_pause_s * 1e3:.0f} ms)"
-                  f", alone {alone['step_time_vs_profile']:.3f}", flush=True)  # fmt: skip
+                  + ("" if not args.reverse_turns else ", turns reversed "
+                     + " ".join(f"{x:.3f}" for x in rd["turns_reversed"]["step_time_vs_profile"]))
+                  + ("" if args.slots_only else
+                     f", evicted {evicted['step_time_vs_profile']:.3f} (pause {evicting.mean_pause_s * 1e3:.0f} ms)"
+                     f", idle {idle['step_time_vs_profile']:.3f} (pause {idling.mean_pause_s * 1e3:.0f} ms)"
+                     f", alone {alone['step_time_vs_profile']:.3f}"), flush=True)  # fmt: skip
     finally:
         ctx.close()
 
-    def rel(key: str) -> list[float]:
-        """Each slot's value over its round's mean, averaged over rounds."""
-        return [statistics.fmean(rd["turns"][key][i] / statistics.fmean(rd["turns"][key]) for rd in rounds)
+    def rel(key: str, side: str = "turns") -> list[float]:
+        """Each engine's value over its round's mean, averaged over rounds."""
+        return [statistics.fmean(rd[side][key][i] / statistics.fmean(rd[side][key]) for rd in rounds)
                 for i in range(args.engines)]  # fmt: skip
 
     def vs_alone(key: str) -> dict[str, float]:
@@ -148,15 +169,19 @@ def main() -> None:
         }
 
     out = {"profile": args.profile, "controller": args.controller, "rate": rate, "requests": args.requests,
-           "engines": args.engines, "evict_bytes": evict_bytes, "rounds": rounds,
-           "slot_latency_vs_mean": rel("mean_latency_s"), "slot_step_time_vs_mean": rel("step_time_vs_profile"),
-           "step_time_vs_alone": vs_alone("step_time_vs_profile"),
-           "latency_vs_alone": vs_alone("mean_latency_s")}  # fmt: skip
-    print("slot latency / group mean:", " ".join(f"{x:.3f}" for x in out["slot_latency_vs_mean"]))
-    print("slot step time / group mean:", " ".join(f"{x:.3f}" for x in out["slot_step_time_vs_mean"]))
-    print("first engine's step time / alone's:",
-          ", ".join(f"{k} {v:.3f}" for k, v in out["step_time_vs_alone"].items()))  # fmt: skip
-    write_result(f"engine_slots-{args.profile}", out)
+           "engines": args.engines, "turn_s": args.turn_s, "evict_bytes": evict_bytes, "rounds": rounds,
+           "slot_latency_vs_mean": rel("mean_latency_s"), "slot_step_time_vs_mean": rel("step_time_vs_profile")}
+    if args.reverse_turns:  # by engine (start order), with the turns in reverse
+        out |= {"slot_latency_vs_mean_reversed": rel("mean_latency_s", "turns_reversed"),
+                "slot_step_time_vs_mean_reversed": rel("step_time_vs_profile", "turns_reversed")}
+    if not args.slots_only:
+        out |= {"step_time_vs_alone": vs_alone("step_time_vs_profile"), "latency_vs_alone": vs_alone("mean_latency_s")}
+    for key in [k for k in out if k.startswith("slot_")]:
+        print(f"{key}: {' '.join(f'{x:.3f}' for x in out[key])}")
+    if not args.slots_only:
+        print("first engine's step time / alone's:",
+              ", ".join(f"{k} {v:.3f}" for k, v in out["step_time_vs_alone"].items()))  # fmt: skip
+    write_result(args.out or f"engine_slots-{args.profile}", out)
 
 
 if __name__ == "__main__":

@@ -221,8 +221,8 @@ class InterleavedEngines:
             raise RuntimeError(f"interleaved engine {i} (pid {self._procs[i].pid}) died") from exc
 
     def run(self, jobs: Sequence[Job], baselines: Any = None, turn_timeout_s: float = 600.0,
-            between_turns: Callable[[], None] | None = None,
-            turn_s: float = 0.0) -> tuple[list[tuple[Any, dict]], float]:  # fmt: skip
+            between_turns: Callable[[], None] | None = None, turn_s: float = 0.0,
+            turn_order: Sequence[int] | None = None) -> tuple[list[tuple[Any, dict]], float]:  # fmt: skip
         """Run `jobs` together (one engine each), round-robin one iteration per turn, or with
         `turn_s` > 0 as many iterations as start within `turn_s` of the turn's start.
 
@@ -237,14 +237,19 @@ class InterleavedEngines:
         threads are asleep before the next engine computes. `between_turns`, if given, runs
         in the coordinator after every turn, while no engine computes: `bench/engine_slots.py`
         uses it to reproduce one part of what the other engines' turns do to an engine
-        (time idle, caches overwritten) without the rest. Returns each job's
+        (time idle, caches overwritten) without the rest. `turn_order` is the order in which
+        the engines take their turns in every round (a permutation of the jobs' indices;
+        default: engine 0 first), which tells an engine's own speed from its place in the
+        round (`bench/engine_slots.py --reverse-turns`). Returns each job's
         (EpisodeMetrics, extra) in job order, and the CPU cores that processes other than
         the coordinator and its engines used meanwhile."""
         gap_s = (self.blocktime_ms + 1) / 1000 if len(jobs) > 1 else 0.0
         if not 1 <= len(jobs) <= self.size:
             raise ValueError(f"jobs: {len(jobs)} given, this pool runs 1..{self.size} at once")
         check_turn_s(turn_s)
-        active = list(range(len(jobs)))
+        active = list(range(len(jobs))) if turn_order is None else [int(i) for i in turn_order]
+        if sorted(active) != list(range(len(jobs))):
+            raise ValueError(f"turn_order: {list(turn_order or ())} is not a permutation of 0..{len(jobs) - 1}")
         for i in active:
             self._conns[i].send((jobs[i], baselines, turn_s))
         results: list[Any] = [None] * len(jobs)

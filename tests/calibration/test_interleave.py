@@ -85,6 +85,17 @@ def test_longer_turns_hold_several_iterations_and_change_nothing_reported(pool, 
         pool.run(jobs, turn_s=-1)
 
 
+def test_a_turn_order_changes_nothing_reported_and_results_stay_in_job_order(pool, scenario):
+    jobs = [Job(scenario, "goodput", scenario.seed), Job(scenario, "static:0", scenario.seed)]
+    forward, _ = pool.run(jobs)
+    backward, _ = pool.run(jobs, turn_order=[1, 0])
+    assert [_summary(r) for r in backward] == [_summary(r) for r in forward]
+    assert backward[1][1]["drafted"] == 0 < backward[0][1]["drafted"]  # static:0's result is still second
+    for bad in ([0, 0], [0], [1, 2]):
+        with pytest.raises(ValueError, match="turn_order: .* is not a permutation of 0..1"):
+            pool.run(jobs, turn_order=bad)
+
+
 def test_a_hook_between_turns_runs_once_per_turn_and_changes_nothing_reported(pool, scenario):
     (plain,), _ = pool.run([Job(scenario, "goodput", scenario.seed)])
     calls = []
