@@ -613,6 +613,14 @@ def sim_to_real_pooled(d: dict) -> list[str]:
                        f"{each} | {m['points_at_most_1']}/{m['points']} | {m['max_ratio_vs_best']:.3f} | {held} | "
                        f"{m['mean_ratio_vs_best_single']:.3f} ({m['best_single_controller']}) | "
                        f"{m['mean_ratio_vs_goodput']:.3f} |")  # fmt: skip
+    if "seat_offsets" in d:
+        eng = d["policy_by_engine"]["all"]
+        out += ["", f"Seat offsets of the runs: {d['seat_offsets']} ("
+                + ("balanced: each controller sat beside the policy on every pair of engines at every point"
+                   if d["seat_balanced"] else "not balanced: at a point every run seated the controllers alike")
+                + "). The policy's own episodes at a point serve the same requests on every engine; by engine, "
+                "their mean latency / step time over the policy's mean at the point: "
+                + ", ".join(f"engine {e} {v['latency']:.3f} / {v['step_time']:.3f}" for e, v in eng.items()) + "."]  # fmt: skip
     out += ["", "Paired, per point:", "", "| workload | load | best analytical (pooled) | policy / best, each run | pooled |",
             "|---|---|---|---|---|"]  # fmt: skip
     for p in d["points"]:
@@ -692,38 +700,71 @@ def acceptance_by_k(d: dict) -> list[str]:
     return out
 
 
-def engine_slots(d: dict) -> list[str]:
+def engine_slots(d: dict, stem: str | None = None) -> list[str]:
+    slots_only = "evicted" not in d["rounds"][0]
+    reversed_ = "turns_reversed" in d["rounds"][0]
+    started = "all started at once (the first one started alone only sized them)" if d.get("start_together") else (
+        "the first started alone, the others after it")  # fmt: skip
     out = [
-        f"## What taking turns costs an engine (`bench/engine_slots.py`, profile `{d['profile']}`)",
+        f"## What taking turns costs an engine (`bench/engine_slots.py`, profile `{d['profile']}`"
+        + (f", `{stem}`" if stem else "") + ")",
         "",
         _env(d),
         "",
         f"`{d['controller']}` serves the same {d['requests']} Poisson requests ({d['rate']:g} req/s) on each of "
-        f"{d['engines']} engines in turns (the design `bench/sim_to_real.py eval` compares controllers with), then on "
-        "the first engine by itself three ways: *evicted* (after every step the coordinator reads "
-        f"{d['evict_bytes'] / 2**20:,.0f} MiB, the other engines' weights, then waits out the other engines' turns), "
-        "*idle* (the same pause, no reading) and *alone* (steps back to back). Step time over the profile's "
-        "prediction for the same iterations; each round runs the four in this order on the same requests.",
+        f"{d['engines']} engines in turns (the design `bench/sim_to_real.py eval` compares controllers with; {started})"
+        + ("" if not reversed_ else ", then again with the engines taking their turns in the reverse order")
+        + ("." if slots_only else ", then on "
+           "the first engine by itself three ways: *evicted* (after every step the coordinator reads "
+           f"{d['evict_bytes'] / 2**20:,.0f} MiB, the other engines' weights, then waits out the other engines' turns), "
+           "*idle* (the same pause, no reading) and *alone* (steps back to back).")
+        + " Step time over the profile's prediction for the same iterations, by engine (start order); each round "
+        "runs the episodes in this order on the same requests.",
         "",
-        "| round | in turns (slot 1 / 2 / 3) | evicted | idle | alone | pause per step |",
-        "|---|---|---|---|---|---|",
+        "| round | in turns (engine 1 / 2 / 3) |" + (" turns reversed |" if reversed_ else "")
+        + ("" if slots_only else " evicted | idle | alone | pause per step |"),
+        "|---|---|" + ("---|" if reversed_ else "") + ("" if slots_only else "---|---|---|---|"),
     ]
     for i, rd in enumerate(d["rounds"]):
-        turns = " / ".join(f"{x:.3f}" for x in rd["turns"]["step_time_vs_profile"])
-        out.append(f"| {i} | {turns} | {rd['evicted']['step_time_vs_profile']:.3f} | "
-                   f"{rd['idle']['step_time_vs_profile']:.3f} | {rd['alone']['step_time_vs_profile']:.3f} | "
-                   f"{rd['evicted_pause_s'] * 1e3:.0f} ms |")  # fmt: skip
-    st, lat = d["step_time_vs_alone"], d["latency_vs_alone"]
+        row = f"| {i} | " + " / ".join(f"{x:.3f}" for x in rd["turns"]["step_time_vs_profile"]) + " |"
+        if reversed_:
+            row += " " + " / ".join(f"{x:.3f}" for x in rd["turns_reversed"]["step_time_vs_profile"]) + " |"
+        if not slots_only:
+            row += (f" {rd['evicted']['step_time_vs_profile']:.3f} | {rd['idle']['step_time_vs_profile']:.3f} | "
+                    f"{rd['alone']['step_time_vs_profile']:.3f} | {rd['evicted_pause_s'] * 1e3:.0f} ms |")  # fmt: skip
+        out.append(row)
+    out.append("")
+    if not slots_only:
+        st, lat = d["step_time_vs_alone"], d["latency_vs_alone"]
+        out.append("Over the same round's *alone* (first engine, mean of rounds): step time "
+                   + ", ".join(f"{k} {v:.3f}" for k, v in st.items()) + "; mean latency "
+                   + ", ".join(f"{k} {v:.3f}" for k, v in lat.items()) + ". ")  # fmt: skip
     out += [
-        "",
-        "Over the same round's *alone* (first engine, mean of rounds): step time "
-        + ", ".join(f"{k} {v:.3f}" for k, v in st.items()) + "; mean latency "
-        + ", ".join(f"{k} {v:.3f}" for k, v in lat.items()) + ". Slots in turns over their group's mean: step time "
-        + " / ".join(f"{x:.3f}" for x in d["slot_step_time_vs_mean"]) + ", mean latency "
-        + " / ".join(f"{x:.3f}" for x in d["slot_latency_vs_mean"]) + ".",
+        "Engines in turns over their group's mean: step time " + " / ".join(f"{x:.3f}" for x in d["slot_step_time_vs_mean"])
+        + ", mean latency " + " / ".join(f"{x:.3f}" for x in d["slot_latency_vs_mean"])
+        + ("" if not reversed_ else "; with the turns reversed, step time "
+           + " / ".join(f"{x:.3f}" for x in d["slot_step_time_vs_mean_reversed"]) + ", mean latency "
+           + " / ".join(f"{x:.3f}" for x in d["slot_latency_vs_mean_reversed"])) + ".",
         "",
     ]
     return out
+
+
+def host_stalls(d: dict) -> list[str]:
+    return [
+        "## How often the host stops a busy CPU engine (`bench/host_stalls.py`)",
+        "",
+        _env(d),
+        "",
+        f"A fixed bf16 matmul loop on {d['threads']} threads for {d['seconds']:g} s ({d['iterations']} iterations of "
+        f"{d['median_iteration_s'] * 1e3:.1f} ms, the median): **{d['stalled_share']:.1%}** of iterations ran 1.5x the "
+        f"median or more, by {d['stall_median_s'] * 1e3:.0f} ms (median; p90 {d['stall_p90_s'] * 1e3:.0f} ms), "
+        f"{d['stalled_time_share']:.1%} of the loop's time; mean over median {d['mean_over_median']:.3f}. The kernel "
+        f"counted {d['steal_cpu_s']} CPU-seconds of steal meanwhile ({d['steal_share']:.1%} of the CPUs' time). "
+        "Calibration keeps the median of repeated iterations and drops outliers, so a profile prices the stall-free "
+        "step; a live engine pays these stalls on top, alike for every controller.",
+        "",
+    ]
 
 
 def turns_bias(d: dict) -> list[str]:
@@ -784,7 +825,8 @@ def shape_warmth(d: dict) -> list[str]:
                    f"{cell(k, 'prefill, seen')} | {cell(k, 'decode, new')} | {cell(k, 'decode, seen')} |")  # fmt: skip
     for key, what in (("by_k", "by draft length"),
                       ("by_cache", "by whether the token count was among the last 32 distinct counts the engine's "
-                                   "GEMMs met (*recent*), met before that (*evicted*) or never (*new*)")):  # fmt: skip
+                                   "GEMMs met (*recent*), met before that (*evicted*) or never (*new*)"),
+                      ("by_switch", "by the step's k against the last busy step's (*same k*, *k up*, *k down*)")):  # fmt: skip
         if not all(key in e for e in d["episodes"]):
             continue
         names = sorted({n for e in d["episodes"] for n in e[key]})
@@ -828,6 +870,7 @@ SECTIONS = [
     ("sim_to_real-cpu-tiny-amx-refit-warm-pooled", sim_to_real_pooled),
     ("sim_to_real-cpu-tiny-amx-refit-seated-pooled", sim_to_real_pooled),
     ("sim_to_real-cpu-tiny-amx-refit-seated-pooled3", sim_to_real_pooled),
+    ("sim_to_real-cpu-tiny-amx-refit-seated-poisson-seats3", sim_to_real_pooled),
     *((stem, functools.partial(sim_to_real, stem=stem)) for stem in (
         "sim_to_real-cpu-tiny-amx-refit", "sim_to_real-cpu-tiny-amx-refit-run2",
         "sim_to_real-cpu-tiny-amx-refit-warm-azure", "sim_to_real-cpu-tiny-amx-refit-warm-poisson",
@@ -835,8 +878,11 @@ SECTIONS = [
         "sim_to_real-cpu-tiny-amx-refit-turn0.5-azure", "sim_to_real-cpu-tiny-amx-refit-turn0.5-poisson-run2",
         "sim_to_real-cpu-tiny-amx-refit-seated-poisson", "sim_to_real-cpu-tiny-amx-refit-seated-azure",
         "sim_to_real-cpu-tiny-amx-refit-seated-poisson-run2", "sim_to_real-cpu-tiny-amx-refit-seated-azure-run2",
-        "sim_to_real-cpu-tiny-amx-refit-seated-poisson-run3", "sim_to_real-cpu-tiny-amx-refit-seated-azure-run3")),
+        "sim_to_real-cpu-tiny-amx-refit-seated-poisson-run3", "sim_to_real-cpu-tiny-amx-refit-seated-azure-run3",
+        "sim_to_real-cpu-tiny-amx-refit-seated-poisson-seat1", "sim_to_real-cpu-tiny-amx-refit-seated-poisson-seat2")),
     ("engine_slots-cpu-tiny-amx", engine_slots),
+    *((stem, functools.partial(engine_slots, stem=stem)) for stem in (
+        "engine_slots-cpu-tiny-amx-reversed", "engine_slots-cpu-tiny-amx-together")),
     *((stem, turns_bias) for stem in ("turns_bias-cpu-tiny-amx", "turns_bias-cpu-tiny-amx-turn0.5")),
     ("drafter_by_k-cpu-tiny-amx-before", drafter_by_k),
     ("drafter_by_k-cpu-tiny-amx", drafter_by_k),
@@ -846,6 +892,8 @@ SECTIONS = [
     ("shape_warmth-cpu-tiny-amx-vm-speed", shape_warmth),
     ("shape_warmth-cpu-tiny-amx-k-switch", shape_warmth),
     ("shape_warmth-cpu-tiny-amx-azure-policy", shape_warmth),
+    ("shape_warmth-cpu-tiny-amx-poisson-policy-iters", shape_warmth),
+    ("host_stalls", host_stalls),
     ("per_request_k-cpu-tiny-amx", per_request_k),
     ("acceptance_by_k-cpu-tiny-amx", acceptance_by_k),
     ("drift_robustness", drift_robustness),

@@ -145,7 +145,15 @@ def _proc_kb(path: str, key: str) -> int | None:
 class InterleavedEngines:
     """`n` live engines in worker processes, driven in turns by `run(jobs)`."""
 
-    def __init__(self, scenario: Any, n: int, blocktime_ms: int = 5, start_timeout_s: float = 600.0) -> None:
+    def __init__(self, scenario: Any, n: int, blocktime_ms: int = 5, start_timeout_s: float = 600.0,
+                 start_together: bool = True) -> None:  # fmt: skip
+        """Start `n` engines of `scenario`. One engine starts first, alone, to size the KV pool
+        every engine then gets and to check that `n` of them fit in memory. With
+        `start_together` it then goes, and all `n` start at once: the engine that started
+        alone and sat idle while the others started served the same episodes 3-4% slower
+        than they did, in whichever place it took its turns (`bench/engine_slots.py
+        --reverse-turns`, notes/calibration.md section 28); started together, the engines
+        read within 0.5%. False keeps it as the first engine, as before 2026-12-06."""
         if n < 1:
             raise ValueError(f"n: {n!r} engines, must be >= 1")
         if blocktime_ms < 0:
@@ -165,7 +173,12 @@ class InterleavedEngines:
                 if live is not None and live.kv_cache_memory_bytes is None:
                     scenario = scenario.replace(
                         live=dataclasses.replace(live, kv_cache_memory_bytes=self.facts.pool_bytes))
-                facts = [self.facts, *self._start([scenario] * (n - 1), start_timeout_s)]
+                if start_together:
+                    self.close()
+                    facts = self._start([scenario] * n, start_timeout_s)
+                    self.facts = facts[0]
+                else:
+                    facts = [self.facts, *self._start([scenario] * (n - 1), start_timeout_s)]
                 shapes = {(f.num_gpu_blocks, f.block_size, f.holdback_blocks) for f in facts}
                 if len(shapes) > 1:
                     raise RuntimeError(

@@ -106,7 +106,8 @@ class SweepContext:
 
     @classmethod
     def open(cls, scenario: Scenario, profile: str | Path, live: bool = True, engines: int = 1,
-             allow_host_mismatch: bool = False, **kw: Any) -> SweepContext:  # fmt: skip
+             allow_host_mismatch: bool = False, start_together: bool = True,
+             **kw: Any) -> SweepContext:  # fmt: skip
         """Start the live engine of `scenario` (if `live`; `engines` > 1: that many, run in
         turns by `run_live_together`) at the profile's dtype and read its KV pool. A live
         sweep against a profile fitted on another kind of host measures the host, not the
@@ -130,7 +131,7 @@ class SweepContext:
         if engines > 1:
             from rlspec.calibration.interleave import InterleavedEngines
 
-            together = InterleavedEngines(scenario, engines)
+            together = InterleavedEngines(scenario, engines, start_together=start_together)
             return cls(Path(profile).resolve(), together.facts.block_size, together.facts.usable_blocks,
                        acc, None, together=together, **kw)  # fmt: skip
         backend = make_backend(scenario, "vllm")
