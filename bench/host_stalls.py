@@ -25,17 +25,9 @@ import numpy as np
 import torch
 from common import write_result
 
+from rlspec.calibration.quiet import steal_seconds
+
 STALL = 1.5  # an iteration this many times the median or more counts as stalled
-
-
-def steal_s() -> float | None:
-    """Seconds of steal time the kernel has counted over all CPUs (None off Linux)."""
-    try:
-        with open("/proc/stat") as fh:
-            fields = fh.readline().split()
-    except OSError:
-        return None
-    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,14 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(20):  # warm-up: primitives built, caches and clocks settled
         work()
     times = []
-    s0, t_end = steal_s(), time.perf_counter() + args.seconds
+    s0, t_end = steal_seconds(), time.perf_counter() + args.seconds
     t0 = time.perf_counter()
     while time.perf_counter() < t_end:
         t = time.perf_counter()
         work()
         times.append(time.perf_counter() - t)
     wall = time.perf_counter() - t0
-    s1 = steal_s()
+    s1 = steal_seconds()
     x = np.array(times)
     med = float(np.median(x))
     stalled = x > STALL * med

@@ -16,16 +16,30 @@ import time
 _HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _busy_seconds() -> float | None:
+def _cpu_ticks() -> list[int] | None:
+    """/proc/stat's CPU line, in clock ticks summed over CPUs: user nice system idle iowait
+    irq softirq steal [guest guest_nice: already in user]. None off Linux."""
     try:
         with open("/proc/stat") as fh:
             parts = fh.readline().split()
     except OSError:
         return None
-    v = [int(x) for x in parts[1:]]
-    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user]
+    return [int(x) for x in parts[1:]]
+
+
+def _busy_seconds() -> float | None:
+    v = _cpu_ticks()
+    if v is None:
+        return None
     busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
     return busy / _HZ
+
+
+def steal_seconds() -> float | None:
+    """CPU-seconds the hypervisor has run something else on this VM's CPUs (steal time),
+    summed over CPUs; None where the kernel does not count it."""
+    v = _cpu_ticks()
+    return None if v is None or len(v) < 8 else v[7] / _HZ
 
 
 def _own_seconds() -> float:
