@@ -175,7 +175,8 @@ def main() -> None:
         }
 
     out = {"profile": args.profile, "controller": args.controller, "rate": rate, "requests": args.requests,
-           "engines": args.engines, "start_together": not args.first_alone, "turn_s": args.turn_s, "evict_bytes": evict_bytes, "rounds": rounds,
+           "engines": args.engines, "start_together": not args.first_alone, "turn_s": args.turn_s,
+           "evict_bytes": evict_bytes, "rounds": rounds,
            "slot_latency_vs_mean": rel("mean_latency_s"), "slot_step_time_vs_mean": rel("step_time_vs_profile")}
     if args.reverse_turns:  # by engine (start order), with the turns in reverse
         out |= {"slot_latency_vs_mean_reversed": rel("mean_latency_s", "turns_reversed"),
