@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from common import RESULTS, ROOT, parse_requests, repo_path, write_result
 
 sys.path.insert(0, str(ROOT))
@@ -245,6 +246,19 @@ def _best_elsewhere(per_run: list[dict[str, float]], j: int) -> str:
     return max(others[0], key=lambda c: statistics.fmean(r[c] for r in others))
 
 
+def selection_optimism(per_run: list[dict[str, float]], draws: int = 4000, seed: int = 0) -> float:
+    """How far the largest pooled ratio is expected to overstate the largest true one, from
+    the runs' noise alone: the pooled ratios taken as the truth, each controller's pooled ratio
+    redrawn with its own run-to-run standard error (controllers independent), and the mean of
+    the largest draw less the largest truth. Taking the pooled ratios as the truth spreads them
+    wider than the truth is (too little optimism); independence ignores that controllers seated
+    in one group share its moments (too much)."""
+    x = np.array([list(r.values()) for r in per_run])  # (runs, controllers)
+    truth, se = x.mean(axis=0), x.std(axis=0, ddof=1) / math.sqrt(len(x))
+    drawn = truth + np.random.default_rng(seed).standard_normal((draws, x.shape[1])) * se
+    return float(drawn.max(axis=1).mean() - truth.max())
+
+
 def seat_offset(run: dict) -> int:
     """The run's `--seat-offset` (0 for runs from before it)."""
     return int((run.get("paired") or {}).get("seat_offset", 0))
@@ -287,7 +301,9 @@ def pool_runs(runs: list[dict]) -> dict:
     Choosing the best on the same runs it is then measured on still favours it: the largest of
     six noisy ratios is larger than the true largest. The held-out figure removes that: in each
     run the policy is set against the controller the *other* runs found best, and those ratios
-    are averaged (selection and measurement on independent episodes, as in cross-fitting)."""
+    are averaged (selection and measurement on independent episodes, as in cross-fitting). It
+    answers for a rule that chooses on fewer runs, so it errs the other way; the expected size of
+    the first bias, from the runs' own spread, is `selection_optimism`."""
     if len(runs) < 2:
         raise SystemExit("pool: give at least two results of live runs (--runs NAME NAME ...)")
     # results from before the sweep took --profile (a98850f) were all cpu-tiny's
@@ -320,7 +336,7 @@ def pool_runs(runs: list[dict]) -> dict:
                         "policy_vs_best_runs": [r[best] for r in per_run],
                         "variance_vs_best": statistics.variance(r[best] for r in per_run),
                         "policy_vs_best_held_out": statistics.fmean(held_out),
-                        "best_held_out_runs": held_out}  # fmt: skip
+                        "best_held_out_runs": held_out, "selection_optimism": selection_optimism(per_run)}  # fmt: skip
         points.append(pt)
 
     def scope(pts: list[dict], side: str) -> dict:
@@ -333,6 +349,7 @@ def pool_runs(runs: list[dict]) -> dict:
         return {"mean_ratio_vs_best": statistics.fmean(r), "standard_error": se, "max_ratio_vs_best": max(r),
                 "mean_ratio_vs_best_held_out": statistics.fmean(held), "standard_error_held_out": se_held,
                 "points_at_most_1_held_out": sum(x <= 1.0 for x in held),
+                "selection_optimism": statistics.fmean(p[side]["selection_optimism"] for p in pts),
                 "points_at_most_1": sum(x <= 1.0 for x in r), "points": len(r),
                 "per_run_mean_ratio_vs_best": [statistics.fmean(p[side]["policy_vs_best_runs"][j] for p in pts)
                                                for j in range(len(runs))],
@@ -735,7 +752,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{f['points_at_most_1']}/{f['points']} points <= 1.00x, worst {f['max_ratio_vs_best']:.3f}x; "
                       f"vs best single ({f['best_single_controller']}) {f['mean_ratio_vs_best_single']:.3f}x; "
                       f"vs the best the other runs found {f['mean_ratio_vs_best_held_out']:.3f}x "
-                      f"+- {f['standard_error_held_out']:.3f}, {f['points_at_most_1_held_out']}/{f['points']} points")  # fmt: skip
+                      f"+- {f['standard_error_held_out']:.3f}, {f['points_at_most_1_held_out']}/{f['points']} points; "
+                      f"the per-point best's expected optimism {f['selection_optimism']:.3f}")  # fmt: skip
         return 0
     kv_pool_of(args.profile)
     if args.cmd == "plot":
