@@ -253,7 +253,7 @@ def selection_optimism(per_run: list[dict[str, float]], draws: int = 4000, seed:
     the largest draw less the largest truth. Taking the pooled ratios as the truth spreads them
     wider than the truth is (too little optimism); independence ignores that controllers seated
     in one group share its moments (too much)."""
-    x = np.array([list(r.values()) for r in per_run])  # (runs, controllers)
+    x = np.array([[r[c] for c in per_run[0]] for r in per_run])  # (runs, controllers)
     truth, se = x.mean(axis=0), x.std(axis=0, ddof=1) / math.sqrt(len(x))
     drawn = truth + np.random.default_rng(seed).standard_normal((draws, x.shape[1])) * se
     return float(drawn.max(axis=1).mean() - truth.max())

@@ -56,11 +56,11 @@ def seated(group: Sequence[str], seat: int) -> list[str]:
     The engines in turns are not alike: in `bench/turns_bias.py` the first served the same
     episode 1-3% slower than the second, whichever controller it ran (notes/calibration.md
     section 25; it was the engine started alone, section 28), and a paired comparison whose
-    reference always sits on one engine carries that engine's speed. The rotation is the same
-    in every run; `bench/sim_to_real.py eval --seat-offset` turns it further, so runs at
-    offsets 0..n-1 pooled balance the seats. A sweep seats the reference (the policy, first in every group) at
-    group index + point index, so it takes every engine equally over a point's groups and
-    the others move from engine to engine over the points."""
+    reference always sits on one engine carries that engine's speed. A sweep seats the
+    reference (the policy, first in every group) at group index + point index, so it takes
+    every engine equally over a point's groups and the others move from engine to engine over
+    the points. That rotation is the same in every run; `bench/sim_to_real.py eval
+    --seat-offset` turns it further, so runs at offsets 0..n-1 pooled balance the seats."""
     if not group:
         raise ValueError("group: empty; give at least one controller")
     s = seat % len(group)
