@@ -495,6 +495,14 @@ def drift_robustness(d: dict) -> list[str]:
         dr = r["drift"]
         cells = " | ".join(f"{r['mean_ratio_vs_best'][p]:.3f} ({r['max_ratio_vs_best'][p]:.3f})" for p in pols)
         out.append(f"| {dr['scale']:g} | {dr['draft_scale']:g} | {dr['overhead_s']:g} | {cells} |")
+    matched = d.get("match_acceptance")
+    if matched:
+        out += ["", f"Acceptance matched to the live runs {', '.join(f'`{r}`' for r in matched['runs'])}: "
+                + "; ".join(f"{w}: `{matched['controller']}` verified {m['live_share']:.3f} live over "
+                            f"{m['live_drafted']} drafts against {m['sim_share_before']:.3f} simulated, so the "
+                            f"acceptance mean {m['profile']['mean']:g} -> {m['matched']['mean']:g} "
+                            f"(simulated share then {m['sim_share_after']:.3f})"
+                            for w, m in matched["workloads"].items()) + "."]  # fmt: skip
     return [*out, ""]
 
 
@@ -587,6 +595,7 @@ def oracle_foresight(d: dict) -> list[str]:
 
 def sim_to_real_pooled(d: dict) -> list[str]:
     labels = {"live": "live, raw", "live_paired": "live, paired", "live_adjusted": "live, speed-adjusted",
+              "live_adjusted_pooled": "live, speed-adjusted, one slope per point over the runs",
               "sim": "simulator"}  # fmt: skip
     runs = ", ".join(f"`{r}`" for r in d["pooled_from"])
     out = [f"## The simulator-trained policy on the live engine, {d['runs']} runs pooled (profile `{d['profile']}`, "
@@ -797,8 +806,14 @@ def turns_bias(d: dict) -> list[str]:
         out.append(f"| {i} | " + " | ".join(f"{x[k]['per_round'][i]:.3f}" for x in (lat, st) for k in cols) + " |")
     out.append("| mean | " + " | ".join(f"**{x[k]['mean']:.3f}** +- {x[k]['rel_se']:.3f}" for x in (lat, st)
                                        for k in cols) + " |")  # fmt: skip
-    out += ["", f"Simulated B / A mean latency: {d['sim_b_over_a']:.3f} ({d['sim_seeds']} seeds).", ""]
-    return out
+    out += ["", f"Simulated B / A mean latency: {d['sim_b_over_a']:.3f} ({d['sim_seeds']} seeds)."]
+    adjusted = d["summary"].get("speed_adjusted") or {}
+    if any(adjusted.values()):
+        out[-1] += (" Speed-adjusted (every episode of a way moved to one engine speed, one slope over all its "
+                    "rounds; this also takes out what a controller's own steps cost over the profile): "
+                    + "; ".join(f"{way} {v['b_over_a']:.3f} (slope {v['slope']:.2f}, speed explains {v['r2']:.0%})"
+                                for way, v in adjusted.items() if v) + ".")  # fmt: skip
+    return [*out, ""]
 
 
 def shape_warmth(d: dict) -> list[str]:
@@ -890,7 +905,8 @@ SECTIONS = [
     ("engine_slots-cpu-tiny-amx", engine_slots),
     *((stem, functools.partial(engine_slots, stem=stem)) for stem in (
         "engine_slots-cpu-tiny-amx-reversed", "engine_slots-cpu-tiny-amx-together")),
-    *((stem, turns_bias) for stem in ("turns_bias-cpu-tiny-amx", "turns_bias-cpu-tiny-amx-turn0.5")),
+    *((stem, turns_bias) for stem in ("turns_bias-cpu-tiny-amx", "turns_bias-cpu-tiny-amx-turn0.5",
+                                      "turns_bias-cpu-tiny-amx-azure-policy", "turns_bias-cpu-tiny-amx-azure-policy-turn5")),
     ("drafter_by_k-cpu-tiny-amx-before", drafter_by_k),
     ("drafter_by_k-cpu-tiny-amx", drafter_by_k),
     ("shape_warmth-cpu-tiny-amx", shape_warmth),
@@ -906,6 +922,7 @@ SECTIONS = [
     ("acceptance_by_k-cpu-tiny-amx", acceptance_by_k),
     ("drift_robustness", drift_robustness),
     ("drift_robustness-cpu-tiny-amx", drift_robustness),
+    ("drift_robustness-cpu-tiny-amx-azure-acceptance", drift_robustness),
     ("step_structure-cpu-tiny-amx-azure-code", step_structure),
 ]
 

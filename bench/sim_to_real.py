@@ -221,7 +221,38 @@ def _latencies(pt: dict, side: str) -> dict[str, float]:
     return {c: m["mean_latency_s"] for c, m in pt[side].items()}
 
 
-POOLED_SIDES = ("live", "live_paired", "live_adjusted", "sim")
+POOLED_SIDES = ("live", "live_paired", "live_adjusted", "live_adjusted_pooled", "sim")
+
+
+def _pooled_speed(at: list[dict], key: tuple) -> list[dict[str, float]] | None:
+    """Each run's mean latencies at point `key`, every episode moved to one engine speed with
+    one slope fitted over all the runs' episodes there (an intercept per run and controller).
+
+    A run's own slope at a point rests on the policy's few episodes, the only controller
+    repeated: at Azure code x0.735 three runs read 2.07, -0.26 and 3.27, where 32 episodes of
+    one A/B test there read 2.5-3.1 (notes/calibration.md section 30). How strongly latency
+    answers the host's speed is the point's (its queueing), not the run's, so the runs share
+    it. None where a run lacks per-episode records (results from before they were kept)."""
+    lat: dict[str, list[float]] = {}
+    spd: dict[str, list[float]] = {}
+    for j, a in enumerate(at):
+        for c, m in a[key]["live"].items():
+            if "mean_latency_runs_s" not in m or "step_time_vs_profile_runs" not in m:
+                return None
+            lat[f"{j} {c}"], spd[f"{j} {c}"] = m["mean_latency_runs_s"], m["step_time_vs_profile_runs"]
+    adjusted = speed_adjusted(lat, spd)
+    if adjusted is None:
+        return None
+    return [{c: adjusted.latency_s[f"{j} {c}"] for c in a[key]["live"]} for j, a in enumerate(at)]
+
+
+def _side_latencies(at: list[dict], key: tuple, side: str) -> list[dict[str, float]] | None:
+    """Every run's mean latency per controller at point `key` on `side` (None: not recorded)."""
+    if side == "live_adjusted_pooled":
+        return _pooled_speed(at, key)
+    if not all({"live_adjusted": "live_speed"}.get(side, side) in a[key] for a in at):
+        return None
+    return [_latencies(a[key], side) for a in at]
 
 
 def joined_run(spec: str) -> dict:
@@ -303,7 +334,10 @@ def pool_runs(runs: list[dict]) -> dict:
     run the policy is set against the controller the *other* runs found best, and those ratios
     are averaged (selection and measurement on independent episodes, as in cross-fitting). It
     answers for a rule that chooses on fewer runs, so it errs the other way; the expected size of
-    the first bias, from the runs' own spread, is `selection_optimism`."""
+    the first bias, from the runs' own spread, is `selection_optimism`.
+
+    `live_adjusted_pooled` is `live_adjusted` with the speed slope of each point fitted over
+    every run's episodes at once (`_pooled_speed`) instead of each run's few."""
     if len(runs) < 2:
         raise SystemExit("pool: give at least two results of live runs (--runs NAME NAME ...)")
     # results from before the sweep took --profile (a98850f) were all cpu-tiny's
@@ -325,10 +359,10 @@ def pool_runs(runs: list[dict]) -> dict:
     for key in at[0]:
         pt = {"workload": key[0], "value": key[1]}
         for side in POOLED_SIDES:
-            if not all({"live_adjusted": "live_speed"}.get(side, side) in a[key] for a in at):
+            lats = _side_latencies(at, key, side)
+            if lats is None:
                 continue
-            per_run = [{c: lat["policy"] / lat[c] for c in analytical}
-                       for lat in (_latencies(a[key], side) for a in at)]  # fmt: skip
+            per_run = [{c: lat["policy"] / lat[c] for c in analytical} for lat in lats]
             pooled = {c: statistics.fmean(r[c] for r in per_run) for c in analytical}
             best = max(pooled, key=pooled.get)  # the controller the policy compares worst with
             held_out = [run[_best_elsewhere(per_run, j)] for j, run in enumerate(per_run)]

@@ -48,6 +48,7 @@ from fidelity import WORKLOADS  # noqa: E402
 from sim_to_real import open_context  # noqa: E402
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
+from rlspec.calibration.engine_speed import speed_adjusted  # noqa: E402
 from rlspec.calibration.interleave import Job  # noqa: E402
 from rlspec.calibration.quiet import wait_quiet  # noqa: E402
 from rlspec.control.registry import make_controller  # noqa: E402
@@ -91,7 +92,28 @@ def summarise(rounds: list[dict]) -> dict:
             entry[name] = {"per_round": [round(x, 4) for x in xs], "mean": round(geomean(xs), 4),
                            "rel_se": round(se, 4)}  # fmt: skip
         out[key] = entry
+    out["speed_adjusted"] = {way: speed_adjusted_b_over_a(rounds, way) for way in ("turns", "alone")}
     return out
+
+
+def speed_adjusted_b_over_a(rounds: list[dict], way: str) -> dict | None:
+    """B / A of mean latency with every episode of `way` moved to one engine speed (one slope
+    over all rounds' episodes, `rlspec.calibration.engine_speed`). Near saturation the host's
+    speed moves latency by more than controllers differ, and alone it is not shared, so raw
+    ratios alone are noisy. The slope also takes out what a controller's own steps cost over
+    the profile; in turns, where the host is shared, the step-time ratio shows that part."""
+    lat: dict[str, list[float]] = {}
+    spd: dict[str, list[float]] = {}
+    for r in rounds:
+        for e in r[way]:
+            lat.setdefault(e["controller"], []).append(e["mean_latency_s"])
+            spd.setdefault(e["controller"], []).append(e["step_time_vs_profile"])
+    adjusted = speed_adjusted(lat, spd)
+    if adjusted is None or len(lat) != 2:
+        return None
+    a, b = (adjusted.latency_s[c] for c in dict.fromkeys(e["controller"] for e in rounds[0][way]))
+    return {"b_over_a": round(b / a, 4), "slope": round(adjusted.slope, 3), "r2": round(adjusted.r2, 3),
+            "episodes": adjusted.episodes}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
