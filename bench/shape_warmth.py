@@ -39,14 +39,14 @@ sys.path.insert(0, str(ROOT))
 from fidelity import WORKLOADS  # noqa: E402
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
-from rlspec.calibration.matching import Tally, tallied_episode  # noqa: E402
+from rlspec.calibration.matching import ITERATION_FIELDS as SHAPE_FIELDS  # noqa: E402
+from rlspec.calibration.matching import Tally, iteration_shape, tallied_episode  # noqa: E402
 from rlspec.calibration.quiet import OtherLoad, wait_quiet  # noqa: E402
 from rlspec.calibration.sweep import SweepContext  # noqa: E402
 from rlspec.control.registry import make_controller  # noqa: E402
 from rlspec.perf.profile import load_profile  # noqa: E402
 
-ITERATION_FIELDS = ("phase", "k_before", "k", "decode_reqs", "spec_tokens", "prefill_tokens", "context",
-                    "scheduled_tokens", "cache", "measured_s", "predicted_s")  # fmt: skip
+ITERATION_FIELDS = (*SHAPE_FIELDS, "cache", "measured_s", "predicted_s")
 GEMM_CACHE = 32  # primitives vLLM's CPU GEMM handler keeps per weight (`create_onednn_mm(weight.t(), 32)`)
 
 
@@ -110,9 +110,7 @@ class StepLog(Tally):
                 row[1] += dt
                 row[2] += dp
             if self.keep:
-                plan = self.inner.engine_handle.scheduler.rlspec_last_plan
-                self.iterations_kept.append((phase, kb, s.k, s.num_decode_reqs, s.num_drafted, s.num_prefill_tokens,
-                                             plan.num_context_tokens, m, cache, round(dt, 6), round(dp, 6)))  # fmt: skip
+                self.iterations_kept.append((*iteration_shape(self.inner, s, kb), cache, round(dt, 6), round(dp, 6)))
             self._k_before = s.k
         return s
 

@@ -49,7 +49,7 @@ from sim_to_real import open_context  # noqa: E402
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.engine_speed import speed_adjusted  # noqa: E402
-from rlspec.calibration.interleave import Job  # noqa: E402
+from rlspec.calibration.interleave import TURN_ITERATION_FIELDS, Job  # noqa: E402
 from rlspec.calibration.quiet import wait_quiet  # noqa: E402
 from rlspec.control.registry import make_controller  # noqa: E402
 
@@ -96,6 +96,30 @@ def summarise(rounds: list[dict]) -> dict:
     return out
 
 
+def by_kind(rounds: list[dict]) -> dict:
+    """Per way of running and controller, the busy iterations of all rounds summed by kind
+    (phase, k, and whether it was the first of its turn): count, seconds measured, seconds the
+    profile predicts, and their ratio. In turns both engines meet the host at one speed, so
+    where B's ratio exceeds A's for the same kind of step, that kind is dearer for B itself."""
+    at = {f: i for i, f in enumerate(TURN_ITERATION_FIELDS)}
+    out: dict = {}
+    for way in ("turns", "alone"):
+        for r in rounds:
+            for e in r[way]:
+                cells = out.setdefault(way, {}).setdefault(e["controller"], {})
+                for row in e["iteration_log"]:
+                    first = "first of its turn" if way == "turns" and row[at["first_in_turn"]] else "later"
+                    cell = cells.setdefault(f"{row[at['phase']]}, k={row[at['k']]}, {first}", [0, 0.0, 0.0])
+                    cell[0] += 1
+                    cell[1] += row[at["measured_s"]]
+                    cell[2] += row[at["predicted_s"]]
+    return {way: {c: {kind: {"iterations": n, "measured_s": round(m, 3), "predicted_s": round(p, 3),
+                             "vs_profile": round(m / p, 4) if p else None}
+                      for kind, (n, m, p) in sorted(cells.items())}
+                  for c, cells in per.items()}
+            for way, per in out.items()}  # fmt: skip
+
+
 def speed_adjusted_b_over_a(rounds: list[dict], way: str) -> dict | None:
     """B / A of mean latency with every episode of `way` moved to one engine speed (one slope
     over all rounds' episodes, `rlspec.calibration.engine_speed`). Near saturation the host's
@@ -129,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sim-seeds", type=int, default=5)
     ap.add_argument("--wait-quiet", type=float, default=0.3, metavar="CORES")
     ap.add_argument("--out", default=None, metavar="NAME", help="results/NAME.json (default: turns_bias-P)")
+    ap.add_argument("--iterations", action="store_true",
+                    help="keep every busy iteration of every episode, and sum them by kind (`by_kind`)")  # fmt: skip
     ap.add_argument("--summarise", default=None, metavar="NAME",
                     help="recompute results/NAME.json's summary from its rounds (no engine runs)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -156,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = []
     try:
         sc = ctx.match(w.variant(args.value))
-        job = {c: Job(sc, c, sc.seed) for c in pair}
+        job = {c: Job(sc, c, sc.seed, keep_iterations=args.iterations) for c in pair}
         sim = {c: ctx.run_sim(sc, c) for c in pair}
 
         def serve(order: list[str]) -> list[dict]:
@@ -166,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             results, others = ctx.together.run([job[c] for c in order], ctx.baselines, turn_s=turn_s)
             return [{"controller": controller_name(c), "mean_latency_s": m.mean_latency_s,
                      "step_time_vs_profile": extra["step_time_vs_profile"], "iterations": extra["iterations"],
-                     "other_load_cores": round(others, 3)} for c, (m, extra) in zip(order, results, strict=True)]  # fmt: skip
+                     "other_load_cores": round(others, 3),
+                     **({"iteration_log": extra["iteration_log"]} if args.iterations else {})}
+                    for c, (m, extra) in zip(order, results, strict=True)]  # fmt: skip
 
         serve([a, b])  # warm-up: each engine builds both controllers' shapes, unmeasured
         serve([b, a])
@@ -188,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ctx.close()
     summary = summarise(rounds)
+    kinds = by_kind(rounds) if args.iterations else None
     sim_ratio = sim[b]["mean_latency_s"] / sim[a]["mean_latency_s"]
     write_result(args.out or f"turns_bias-{args.profile}", {
         "profile": args.profile,
@@ -201,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(time.perf_counter() - t0, 1),
         "rounds": rounds,
         "summary": summary,
+        **({"iteration_fields": list(TURN_ITERATION_FIELDS), "by_kind": kinds} if kinds else {}),
     })  # fmt: skip
     lat = summary["mean_latency_s"]
     print(f"{b} / {a} mean latency: in turns {lat['turns']['mean']:.3f}, alone {lat['alone']['mean']:.3f}, "

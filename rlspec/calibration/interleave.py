@@ -27,20 +27,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rlspec.calibration.matching import Tally
+from rlspec.calibration.matching import ITERATION_FIELDS, Tally, iteration_shape
 from rlspec.calibration.quiet import OtherLoad
 
 # resident growth an engine is allowed past its startup size (activations scale with the batch)
 _MEMORY_HEADROOM = 0.15
 
 
+# A job's `iteration_log`: what each busy iteration scheduled, whether it was the first of its
+# turn (the one that meets caches another engine used and cores that slept), and its time
+# measured and as the engine's profile predicts it.
+TURN_ITERATION_FIELDS = (*ITERATION_FIELDS, "first_in_turn", "measured_s", "predicted_s")
+
+
 @dataclass(frozen=True)
 class Job:
-    """One live episode: the scenario's requests (drawn with `seed`) under `controller`."""
+    """One live episode: the scenario's requests (drawn with `seed`) under `controller`.
+    `keep_iterations`: return every busy iteration (TURN_ITERATION_FIELDS) as the result's
+    `iteration_log`, to see which of a controller's steps taking turns charges."""
 
     scenario: Any  # Scenario (matched to the engine)
     controller: str
     seed: int
+    keep_iterations: bool = False
 
 
 def check_turn_s(turn_s: float) -> None:
@@ -75,25 +84,39 @@ class _TakeTurns(Tally):
     first `step()` call past `turn_s` ("turn"), the episode's end ("done") or a failure
     ("error")."""
 
-    def __init__(self, inner: Any, conn: Any, turn_s: float = 0.0) -> None:
+    def __init__(self, inner: Any, conn: Any, turn_s: float = 0.0, keep_iterations: bool = False) -> None:
         super().__init__(inner)
         self._conn = conn
         self._turn_s = turn_s
         self._turn_start = 0.0
         self.turns = 0
+        self._keep = keep_iterations
+        self.iteration_log: list[tuple] = []  # TURN_ITERATION_FIELDS per busy iteration (with keep)
+        self._fresh = False  # no busy iteration yet in this turn
+        self._k_before = 0  # k of the last busy iteration
 
     def wait_turn(self) -> None:
         msg = self._conn.recv()
         if msg != "go":
             raise RuntimeError(f"interleave worker: expected 'go', got {msg!r}")
         self.turns += 1
+        self._fresh = True
         self._turn_start = time.perf_counter()
 
     def step(self) -> Any:
         if time.perf_counter() - self._turn_start >= self._turn_s:
             self._conn.send(("turn", None))
             self.wait_turn()
-        return super().step()
+        measured, predicted = self.inner.measured_busy_s, self.inner.predicted_busy_s
+        s = super().step()
+        if s.num_scheduled_tokens:
+            if self._keep:
+                self.iteration_log.append((*iteration_shape(self.inner, s, self._k_before), self._fresh,
+                                           round(self.inner.measured_busy_s - measured, 6),
+                                           round(self.inner.predicted_busy_s - predicted, 6)))  # fmt: skip
+            self._fresh = False
+            self._k_before = s.k
+        return s
 
 
 def _worker(conn: Any, scenario: Any, blocktime_ms: int) -> None:
@@ -121,7 +144,7 @@ def _worker(conn: Any, scenario: Any, blocktime_ms: int) -> None:
             if msg is None:
                 break
             job, baselines, turn_s = msg
-            wrapped = _TakeTurns(backend, conn, turn_s)
+            wrapped = _TakeTurns(backend, conn, turn_s, job.keep_iterations)
             wrapped.wait_turn()
             try:
                 m, extra = tallied_episode(wrapped, make_controller(job.controller, baselines),
@@ -129,7 +152,8 @@ def _worker(conn: Any, scenario: Any, blocktime_ms: int) -> None:
             except BaseException:  # noqa: BLE001
                 conn.send(("error", traceback.format_exc()))
                 continue
-            conn.send(("done", (m, {**extra, "turns": wrapped.turns})))
+            log = {"iteration_log": wrapped.iteration_log} if job.keep_iterations else {}
+            conn.send(("done", (m, {**extra, "turns": wrapped.turns, **log})))
     finally:
         backend.close()
 

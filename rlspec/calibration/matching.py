@@ -84,6 +84,21 @@ def measured_acceptance(profile: Profile, workload: str | None = None) -> Accept
         return None
 
 
+# What a busy live iteration scheduled (`iteration_shape`), the leading fields of every
+# per-iteration log a bench keeps.
+ITERATION_FIELDS = ("phase", "k_before", "k", "decode_reqs", "spec_tokens", "prefill_tokens", "context",
+                    "scheduled_tokens")  # fmt: skip
+
+
+def iteration_shape(backend: Any, s: Snapshot, k_before: int) -> tuple:
+    """ITERATION_FIELDS of the busy iteration `s` a live VLLMBackend just ran: `k_before` is the
+    k of the last busy iteration, the length of the drafts this one verified (vLLM drafts after
+    the forward pass), and the context is the cached tokens the batch attended."""
+    plan = backend.engine_handle.scheduler.rlspec_last_plan
+    return ("prefill" if s.num_prefill_tokens else "decode", k_before, s.k, s.num_decode_reqs, s.num_drafted,
+            s.num_prefill_tokens, plan.num_context_tokens, s.num_scheduled_tokens)  # fmt: skip
+
+
 class Tally(Backend):
     """Wraps a backend and sums what episode metrics leave out: drafts proposed and
     accepted (by position), busy time, iterations."""

@@ -15,7 +15,7 @@ import rlspec.engines.vllm  # noqa: F401  (Intel OpenMP before vLLM)
 
 pytest.importorskip("vllm")
 
-from rlspec.calibration.interleave import InterleavedEngines, Job, _proc_kb  # noqa: E402
+from rlspec.calibration.interleave import TURN_ITERATION_FIELDS, InterleavedEngines, Job, _proc_kb  # noqa: E402
 from rlspec.scenario import load_scenario  # noqa: E402
 
 pytestmark = pytest.mark.vllm
@@ -103,6 +103,27 @@ def test_a_hook_between_turns_runs_once_per_turn_and_changes_nothing_reported(po
     # the coordinator receives exactly one message per turn, the episode's last included
     assert len(calls) == hooked[1]["turns"] > hooked[1]["iterations"]
     assert _summary(hooked) == _summary(plain)
+
+
+def test_an_iteration_log_adds_up_to_the_episode_and_marks_each_turns_first_step(pool, scenario):
+    jobs = [Job(scenario, "goodput", scenario.seed), Job(scenario, "static:0", scenario.seed)]
+    plain, _ = pool.run(jobs, turn_s=0.2)
+    logged, _ = pool.run([jobs[0], Job(scenario, "static:0", scenario.seed, keep_iterations=True)], turn_s=0.2)
+    assert "iteration_log" not in logged[0][1]
+    assert [_summary(r) for r in logged] == [_summary(r) for r in plain]
+    m, extra = logged[1]
+    log = [dict(zip(TURN_ITERATION_FIELDS, row, strict=True)) for row in extra["iteration_log"]]
+    assert len(log) == extra["iterations"]  # every busy iteration, once
+    # the profile clock charges each iteration its prediction, so the log adds up to the busy time
+    assert sum(r["predicted_s"] for r in log) == pytest.approx(extra["busy_s"], abs=1e-5 * len(log))
+    assert all(r["measured_s"] > 0 for r in log)
+    assert sum(r["scheduled_tokens"] for r in log) == sum(
+        r["decode_reqs"] + r["spec_tokens"] + r["prefill_tokens"] for r in log)
+    assert all(r["k"] == r["k_before"] == 0 and r["spec_tokens"] == 0 for r in log[1:])  # static:0 drafts nothing
+    # each turn's first busy iteration is marked: the episode's first, and no more than one per turn
+    first = sum(r["first_in_turn"] for r in log)
+    assert log[0]["first_in_turn"] and 1 <= first <= extra["turns"]
+    assert first < len(log)  # 0.2-s turns hold several iterations
 
 
 def test_errors_name_the_job_and_leave_the_pool_usable(pool, scenario):
