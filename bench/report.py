@@ -813,6 +813,25 @@ def turns_bias(d: dict) -> list[str]:
                     "rounds; this also takes out what a controller's own steps cost over the profile): "
                     + "; ".join(f"{way} {v['b_over_a']:.3f} (slope {v['slope']:.2f}, speed explains {v['r2']:.0%})"
                                 for way, v in adjusted.items() if v) + ".")  # fmt: skip
+    kinds = d.get("by_kind")
+    if kinds:
+        names = [d["a"], d["b"]]
+        turns, alone = kinds["turns"], kinds.get("alone", {})
+        rows = sorted({k for c in names for k in turns.get(c, {})} | {k for c in names for k in alone.get(c, {})})
+        out += ["", "Busy iterations of all rounds by kind (`--iterations`): step time over the profile's, "
+                "iterations in brackets. In turns both engines meet the host at one speed, so B / A per kind is "
+                "what that kind of step costs B over A.", "",
+                "| kind | A in turns | B in turns | B / A in turns | A alone | B alone |", "|---|---|---|---|---|---|"]
+
+        def cell(way: dict, c: str, k: str) -> str:
+            v = way.get(c, {}).get(k)
+            return f"{v['vs_profile']:.3f} ({v['iterations']})" if v and v["vs_profile"] else "-"
+
+        for k in rows:
+            va, vb = turns.get(names[0], {}).get(k), turns.get(names[1], {}).get(k)
+            ratio = f"{vb['vs_profile'] / va['vs_profile']:.3f}" if va and vb and va["vs_profile"] and vb["vs_profile"] else "-"
+            out.append(f"| {k} | {cell(turns, names[0], k)} | {cell(turns, names[1], k)} | {ratio} | "
+                       f"{cell(alone, names[0], k)} | {cell(alone, names[1], k)} |")  # fmt: skip
     return [*out, ""]
 
 
@@ -906,7 +925,8 @@ SECTIONS = [
     *((stem, functools.partial(engine_slots, stem=stem)) for stem in (
         "engine_slots-cpu-tiny-amx-reversed", "engine_slots-cpu-tiny-amx-together")),
     *((stem, turns_bias) for stem in ("turns_bias-cpu-tiny-amx", "turns_bias-cpu-tiny-amx-turn0.5",
-                                      "turns_bias-cpu-tiny-amx-azure-policy", "turns_bias-cpu-tiny-amx-azure-policy-turn5")),
+                                      "turns_bias-cpu-tiny-amx-azure-policy", "turns_bias-cpu-tiny-amx-azure-policy-turn5",
+                                      "turns_bias-cpu-tiny-amx-azure-policy-iters")),
     ("drafter_by_k-cpu-tiny-amx-before", drafter_by_k),
     ("drafter_by_k-cpu-tiny-amx", drafter_by_k),
     ("shape_warmth-cpu-tiny-amx", shape_warmth),
