@@ -34,6 +34,7 @@ import json
 import statistics
 import sys
 import time
+from typing import Any
 
 from common import RESULTS, ROOT, parse_requests, write_result
 from fidelity import parse_load_scale
@@ -73,7 +74,7 @@ def live_share(runs: list[dict], workload: str, controller: str) -> tuple[float,
     return accepted / drafted, drafted
 
 
-def matched_acceptance(ctx, scenario, controller: str, target: float, iterations: int = 14):
+def matched_acceptance(ctx: Any, scenario: Any, controller: str, target: float, iterations: int = 14) -> Any:
     """`scenario`'s acceptance with the mean for which the simulator's `controller` (a static
     k) verifies `target` (bisection; the sweep's common seeds keep the share monotone)."""
     base = scenario.acceptance

@@ -107,13 +107,14 @@ class _TakeTurns(Tally):
         if time.perf_counter() - self._turn_start >= self._turn_s:
             self._conn.send(("turn", None))
             self.wait_turn()
+        if not self._keep:
+            return super().step()
         measured, predicted = self.inner.measured_busy_s, self.inner.predicted_busy_s
         s = super().step()
         if s.num_scheduled_tokens:
-            if self._keep:
-                self.iteration_log.append((*iteration_shape(self.inner, s, self._k_before), self._fresh,
-                                           round(self.inner.measured_busy_s - measured, 6),
-                                           round(self.inner.predicted_busy_s - predicted, 6)))  # fmt: skip
+            self.iteration_log.append((*iteration_shape(self.inner, s, self._k_before), self._fresh,
+                                       round(self.inner.measured_busy_s - measured, 6),
+                                       round(self.inner.predicted_busy_s - predicted, 6)))  # fmt: skip
             self._fresh = False
             self._k_before = s.k
         return s
