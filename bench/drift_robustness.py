@@ -42,6 +42,7 @@ from sim_to_real import ANALYTICAL, WORKLOADS, open_context, trained_on
 
 sys.path.insert(0, str(ROOT))
 
+from rlspec.calibration.acceptance import mean_for_share  # noqa: E402
 from rlspec.calibration.sweep import Workload  # noqa: E402
 from rlspec.perf.step_time import SpeedDrift  # noqa: E402
 
@@ -74,16 +75,15 @@ def live_share(runs: list[dict], workload: str, controller: str) -> tuple[float,
     return accepted / drafted, drafted
 
 
-def matched_acceptance(ctx: Any, scenario: Any, controller: str, target: float, iterations: int = 14) -> Any:
+def matched_acceptance(ctx: Any, scenario: Any, controller: str, target: float) -> Any:
     """`scenario`'s acceptance with the mean for which the simulator's `controller` (a static
-    k) verifies `target` (bisection; the sweep's common seeds keep the share monotone)."""
+    k) verifies `target` (the sweep's common seeds keep the share monotone in the mean)."""
     base = scenario.acceptance
-    lo, hi = 0.01, 0.99
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        share = ctx.run_sim(scenario.replace(acceptance=dataclasses.replace(base, mean=mid)), controller)["acceptance"]
-        lo, hi = (mid, hi) if share < target else (lo, mid)
-    return dataclasses.replace(base, mean=round((lo + hi) / 2, 4))
+
+    def share(mean: float) -> float:
+        return ctx.run_sim(scenario.replace(acceptance=dataclasses.replace(base, mean=mean)), controller)["acceptance"]
+
+    return dataclasses.replace(base, mean=round(mean_for_share(share, target), 4))
 
 
 def main(argv: list[str] | None = None) -> int:

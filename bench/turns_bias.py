@@ -75,7 +75,7 @@ def first_over_second(turns: list[dict], key: str) -> float:
     return math.sqrt(a1 / a2 * (b1 / b2))
 
 
-def summarise(rounds: list[dict]) -> dict:
+def summarise(rounds: list[dict], a: str, b: str) -> dict:
     """B / A per way of running, each round's figure and their geometric mean with its
     standard error (of the log, as a relative figure); the design's bias, turns over alone;
     and the engines' own difference, first engine over second, whoever they serve."""
@@ -92,7 +92,7 @@ def summarise(rounds: list[dict]) -> dict:
             entry[name] = {"per_round": [round(x, 4) for x in xs], "mean": round(geomean(xs), 4),
                            "rel_se": round(se, 4)}  # fmt: skip
         out[key] = entry
-    out["speed_adjusted"] = {way: speed_adjusted_b_over_a(rounds, way) for way in ("turns", "alone")}
+    out["speed_adjusted"] = {way: speed_adjusted_b_over_a(rounds, way, a, b) for way in ("turns", "alone")}
     return out
 
 
@@ -120,7 +120,7 @@ def by_kind(rounds: list[dict]) -> dict:
             for way, per in out.items()}  # fmt: skip
 
 
-def speed_adjusted_b_over_a(rounds: list[dict], way: str) -> dict | None:
+def speed_adjusted_b_over_a(rounds: list[dict], way: str, a: str, b: str) -> dict | None:
     """B / A of mean latency with every episode of `way` moved to one engine speed (one slope
     over all rounds' episodes, `rlspec.calibration.engine_speed`). Near saturation the host's
     speed moves latency by more than controllers differ, and alone it is not shared, so raw
@@ -133,10 +133,9 @@ def speed_adjusted_b_over_a(rounds: list[dict], way: str) -> dict | None:
             lat.setdefault(e["controller"], []).append(e["mean_latency_s"])
             spd.setdefault(e["controller"], []).append(e["step_time_vs_profile"])
     adjusted = speed_adjusted(lat, spd)
-    if adjusted is None or len(lat) != 2:
+    if adjusted is None:
         return None
-    a, b = (adjusted.latency_s[c] for c in dict.fromkeys(e["controller"] for e in rounds[0][way]))
-    return {"b_over_a": round(b / a, 4), "slope": round(adjusted.slope, 3), "r2": round(adjusted.r2, 3),
+    return {"b_over_a": round(adjusted.latency_s[b] / adjusted.latency_s[a], 4), "slope": round(adjusted.slope, 3), "r2": round(adjusted.r2, 3),
             "episodes": adjusted.episodes}  # fmt: skip
 
 
@@ -161,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.summarise:
         path = ROOT / "results" / f"{args.summarise}.json"
         d = json.loads(path.read_text())
-        d["summary"] = summarise(d["rounds"])
+        d["summary"] = summarise(d["rounds"], d["a"], d["b"])
         path.write_text(json.dumps(d, indent=2) + "\n")
         first = d["summary"]["mean_latency_s"]["first_over_second"]
         print(f"rewrote {path.relative_to(ROOT)}: first engine over second {first['mean']:.3f} +- {first['rel_se']:.3f}")
@@ -215,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)  # fmt: skip
     finally:
         ctx.close()
-    summary = summarise(rounds)
+    summary = summarise(rounds, controller_name(a), controller_name(b))
     kinds = by_kind(rounds) if args.iterations else None
     sim_ratio = sim[b]["mean_latency_s"] / sim[a]["mean_latency_s"]
     write_result(args.out or f"turns_bias-{args.profile}", {

@@ -32,7 +32,7 @@ only on what was observed, so it does not bias the likelihood as it biases the p
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -268,6 +268,20 @@ def fit_concentration(requests: Sequence[RequestDrafts], decay: float | None = N
                             sum(len(r[0]) for r in used), ll, ll - float(lls[-1]))  # fmt: skip
 
 
+def mean_for_share(share: Callable[[float], float], target: float, iterations: int = 14) -> float:
+    """The acceptance mean for which a simulator verifies `target` accepted / drafted, by
+    bisection on [0.01, 0.99]. `share(mean)` must be monotone in the mean: serve the same
+    requests with common seeds, so only the mean moves the draws."""
+    lo, hi = 0.01, 0.99
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        if share(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
 @dataclass(frozen=True)
 class WorkloadAcceptance:
     """Drafts verified while one workload's held-out requests ran at a static k."""
@@ -339,15 +353,10 @@ class WorkloadAcceptance:
         spread = self.spread
         conc = spread.concentration if spread is not None else pooled.concentration
         decay = fit_acceptance(self.counts, concentration=conc).position_decay
-        target = self.counts.mean
-        lo, hi = 0.01, 0.99
-        for _ in range(14):
-            mid = (lo + hi) / 2
-            cfg = AcceptanceConfig(mean=mid, concentration=conc, position_decay=decay)
-            if self.simulated_share(cfg, profile, engine, seeds) < target:
-                lo = mid
-            else:
-                hi = mid
-        mean = (lo + hi) / 2
+        mean = mean_for_share(
+            lambda m: self.simulated_share(AcceptanceConfig(mean=m, concentration=conc, position_decay=decay),
+                                           profile, engine, seeds),
+            self.counts.mean,
+        )  # fmt: skip
         pred = marginal_rates(mean, decay, conc, len(self.counts.drafted))
         return AcceptanceFit(mean, decay, conc, self.counts, tuple(float(x) for x in pred))
