@@ -20,6 +20,10 @@ the rounds each engine serves both controllers once, unmeasured, so every episod
 engine that has built its own shapes (sections 22-23 of notes/calibration.md). The ratio B / A
 of mean latency and of step time over the profile, in turns and alone, per round; the bias
 of the design is their quotient, (B / A in turns) / (B / A alone), beside the simulator's B / A.
+`--per-request` keeps each request's timeline in every episode and beside them the simulator's
+for the same requests, with the profile's acceptance and with the mean matched to what A (a
+static k) verified live (`per_request`: which requests B serves later than A, live and
+simulated; a request's live excess is its live B - A less its matched-simulator B - A).
 `--turn-s` makes each turn last that long (as many iterations as start within it) instead of
 one iteration, which spreads the cost of a turn thin. Since both controllers run on both
 engines, each round also measures the engines themselves: the first engine over the second,
@@ -44,12 +48,14 @@ from common import ROOT, controller_name, write_result
 
 sys.path.insert(0, str(ROOT))
 
+from drift_robustness import matched_acceptance  # noqa: E402
 from fidelity import WORKLOADS  # noqa: E402
 from sim_to_real import open_context  # noqa: E402
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.engine_speed import speed_adjusted  # noqa: E402
 from rlspec.calibration.interleave import TURN_ITERATION_FIELDS, Job  # noqa: E402
+from rlspec.calibration.matching import REQUEST_FIELDS  # noqa: E402
 from rlspec.calibration.quiet import wait_quiet  # noqa: E402
 from rlspec.control.registry import make_controller  # noqa: E402
 
@@ -120,6 +126,58 @@ def by_kind(rounds: list[dict]) -> dict:
             for way, per in out.items()}  # fmt: skip
 
 
+def _mean_latency_by_request(logs: list[list]) -> dict[int, float]:
+    """Each request's latency averaged over episodes' `request_log`s (finished requests only)."""
+    at = {f: i for i, f in enumerate(REQUEST_FIELDS)}
+    sums: dict[int, list[float]] = {}
+    for log in logs:
+        for row in log:
+            if row[at["finish_s"]] is not None:
+                sums.setdefault(row[at["request_id"]], []).append(row[at["finish_s"]] - row[at["arrival_s"]])
+    return {rid: statistics.fmean(xs) for rid, xs in sums.items()}
+
+
+def per_request(rounds: list[dict], sim_requests: dict, a: str, b: str) -> dict:
+    """B - A per request, live in turns and alone and in each simulator of `sim_requests`
+    ({acceptance: {controller: seed logs}}), and where the live difference exceeds the
+    matched simulator's: by output length, and how much of the excess the worst tenth of the
+    requests holds. In turns both controllers meet one host speed, so their difference per
+    request is the controllers' own; the simulator's, averaged over seeds, is what the
+    profile expects of them on the same requests."""
+    at = {f: i for i, f in enumerate(REQUEST_FIELDS)}
+    shape = {row[at["request_id"]]: (row[at["prompt_len"]], row[at["output_len"]], row[at["arrival_s"]])
+             for row in rounds[0]["turns"][0]["request_log"]}  # fmt: skip
+    lat: dict[str, dict[str, dict[int, float]]] = {}
+    for way in ("turns", "alone"):
+        lat[way] = {c: _mean_latency_by_request([e["request_log"] for r in rounds for e in r[way]
+                                                 if e["controller"] == c]) for c in (a, b)}  # fmt: skip
+    for acc, per in sim_requests.items():
+        lat[f"sim_{acc}"] = {c: _mean_latency_by_request(per[c]) for c in (a, b)}
+    diff = {way: {rid: d[b][rid] - d[a][rid] for rid in shape if rid in d[a] and rid in d[b]}
+            for way, d in lat.items()}  # fmt: skip
+    out: dict = {"mean_b_minus_a_s": {way: round(statistics.fmean(d.values()), 4) for way, d in diff.items()}}
+    ref = "sim_matched" if "sim_matched" in diff else "sim_profile"
+    excess = {rid: diff["turns"][rid] - diff[ref][rid] for rid in diff["turns"] if rid in diff[ref]}
+    bands: dict[str, list[int]] = {}
+    for rid in excess:
+        n = shape[rid][1]
+        bands.setdefault("1-3" if n <= 3 else "4-6" if n <= 6 else "7-9" if n <= 9 else "10+", []).append(rid)
+    out["by_output_len"] = {band: {"requests": len(ids),
+                                   **{way: round(statistics.fmean(diff[way][i] for i in ids), 4) for way in diff},
+                                   "excess_s": round(statistics.fmean(excess[i] for i in ids), 4)}
+                            for band, ids in sorted(bands.items())}  # fmt: skip
+    ranked = sorted(excess, key=excess.get, reverse=True)
+    total = sum(excess.values())
+    top = ranked[: max(1, len(ranked) // 10)]
+    out["excess_reference"] = ref
+    out["excess_total_s"] = round(total, 3)
+    out["excess_worst_tenth_s"] = round(sum(excess[i] for i in top), 3)
+    out["worst"] = [{"request_id": i, "prompt_len": shape[i][0], "output_len": shape[i][1],
+                     "arrival_s": shape[i][2], "excess_s": round(excess[i], 3),
+                     **{way: round(diff[way][i], 3) for way in diff}} for i in top]  # fmt: skip
+    return out
+
+
 def speed_adjusted_b_over_a(rounds: list[dict], way: str, a: str, b: str) -> dict | None:
     """B / A of mean latency with every episode of `way` moved to one engine speed (one slope
     over all rounds' episodes, `rlspec.calibration.engine_speed`). Near saturation the host's
@@ -154,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, metavar="NAME", help="results/NAME.json (default: turns_bias-P)")
     ap.add_argument("--iterations", action="store_true",
                     help="keep every busy iteration of every episode, and sum them by kind (`by_kind`)")  # fmt: skip
+    ap.add_argument("--per-request", action="store_true",
+                    help="keep each request's timeline, live and simulated, and compare B - A per request "
+                         "(`per_request`)")  # fmt: skip
     ap.add_argument("--summarise", default=None, metavar="NAME",
                     help="recompute results/NAME.json's summary from its rounds (no engine runs)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -161,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         path = ROOT / "results" / f"{args.summarise}.json"
         d = json.loads(path.read_text())
         d["summary"] = summarise(d["rounds"], d["a"], d["b"])
+        if "sim_requests" in d:
+            d["per_request"] = per_request(d["rounds"], d["sim_requests"], d["a"], d["b"])
         path.write_text(json.dumps(d, indent=2) + "\n")
         first = d["summary"]["mean_latency_s"]["first_over_second"]
         print(f"rewrote {path.relative_to(ROOT)}: first engine over second {first['mean']:.3f} +- {first['rel_se']:.3f}")
@@ -173,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     for c in pair:
         make_controller(c)  # refuse an unknown controller before the engines start
     a, b = pair
+    if args.per_request and not a.startswith("static:"):
+        raise SystemExit(f"--per-request: A is {a!r}; it matches the simulator's acceptance to A's live share, "
+                         "so A must be a static k (static:K)")  # fmt: skip
     w = dataclasses.replace(next(w for w in WORKLOADS if w.name == args.workload), values=(args.value,),
                             requests=args.requests)  # fmt: skip
     ctx = open_context(args.profile, w.variant(args.value), engines=2, quiet=args.wait_quiet,
@@ -181,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = []
     try:
         sc = ctx.match(w.variant(args.value))
-        job = {c: Job(sc, c, sc.seed, keep_iterations=args.iterations) for c in pair}
+        job = {c: Job(sc, c, sc.seed, keep_iterations=args.iterations, keep_requests=args.per_request)
+               for c in pair}  # fmt: skip
         sim = {c: ctx.run_sim(sc, c) for c in pair}
 
         def serve(order: list[str]) -> list[dict]:
@@ -191,8 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             results, others = ctx.together.run([job[c] for c in order], ctx.baselines, turn_s=turn_s)
             return [{"controller": controller_name(c), "mean_latency_s": m.mean_latency_s,
                      "step_time_vs_profile": extra["step_time_vs_profile"], "iterations": extra["iterations"],
-                     "other_load_cores": round(others, 3),
-                     **({"iteration_log": extra["iteration_log"]} if args.iterations else {})}
+                     "other_load_cores": round(others, 3), "drafted": extra["drafted"],
+                     "accepted": extra["accepted"],
+                     **({"iteration_log": extra["iteration_log"]} if args.iterations else {}),
+                     **({"request_log": extra["request_log"]} if args.per_request else {})}
                     for c, (m, extra) in zip(order, results, strict=True)]  # fmt: skip
 
         serve([a, b])  # warm-up: each engine builds both controllers' shapes, unmeasured
@@ -212,6 +281,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"alone {rd['alone_b_over_a']['mean_latency_s']:.3f}; steps vs profile in turns "
                   f"{rd['turns_b_over_a']['step_time_vs_profile']:.3f}, alone {rd['alone_b_over_a']['step_time_vs_profile']:.3f}",
                   flush=True)  # fmt: skip
+        sim_requests, matched = {}, None
+        if args.per_request:
+            eps = [e for r in rounds for way in ("turns", "alone") for e in r[way] if e["controller"] == controller_name(a)]
+            share = sum(e["accepted"] for e in eps) / sum(e["drafted"] for e in eps)
+            acc = matched_acceptance(ctx, sc, a, share)
+            matched = {"controller": a, "live_share": round(share, 4), "profile_mean": sc.acceptance.mean,
+                       "matched_mean": acc.mean}  # fmt: skip
+            print(f"{a} verified {share:.4f} live: acceptance mean {sc.acceptance.mean} -> {acc.mean}", flush=True)
+            for name, at_sc in (("profile", sc), ("matched", sc.replace(acceptance=acc))):
+                sim_requests[name] = {controller_name(c): ctx.run_sim(at_sc, c, keep_requests=True)["request_logs"]
+                                      for c in pair}  # fmt: skip
     finally:
         ctx.close()
     summary = summarise(rounds, controller_name(a), controller_name(b))
@@ -230,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "summary": summary,
         **({"iteration_fields": list(TURN_ITERATION_FIELDS), "by_kind": kinds} if kinds else {}),
+        **({"request_fields": list(REQUEST_FIELDS), "matched_acceptance": matched, "sim_requests": sim_requests,
+            "per_request": per_request(rounds, sim_requests, controller_name(a), controller_name(b))}
+           if args.per_request else {}),
     })  # fmt: skip
     lat = summary["mean_latency_s"]
     print(f"{b} / {a} mean latency: in turns {lat['turns']['mean']:.3f}, alone {lat['alone']['mean']:.3f}, "

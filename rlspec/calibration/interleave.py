@@ -35,21 +35,25 @@ _MEMORY_HEADROOM = 0.15
 
 
 # A job's `iteration_log`: what each busy iteration scheduled, whether it was the first of its
-# turn (the one that meets caches another engine used and cores that slept), and its time
-# measured and as the engine's profile predicts it.
-TURN_ITERATION_FIELDS = (*ITERATION_FIELDS, "first_in_turn", "measured_s", "predicted_s")
+# turn (the one that meets caches another engine used and cores that slept), its time
+# measured and as the engine's profile predicts it, and the episode's virtual clock when it
+# ended (to place it among the requests of the job's `request_log`).
+TURN_ITERATION_FIELDS = (*ITERATION_FIELDS, "first_in_turn", "measured_s", "predicted_s", "clock_s")
 
 
 @dataclass(frozen=True)
 class Job:
     """One live episode: the scenario's requests (drawn with `seed`) under `controller`.
     `keep_iterations`: return every busy iteration (TURN_ITERATION_FIELDS) as the result's
-    `iteration_log`, to see which of a controller's steps taking turns charges."""
+    `iteration_log`, to see which of a controller's steps taking turns charges.
+    `keep_requests`: return each request's timeline (`matching.REQUEST_FIELDS`) as its
+    `request_log`, to see which requests a controller serves later."""
 
     scenario: Any  # Scenario (matched to the engine)
     controller: str
     seed: int
     keep_iterations: bool = False
+    keep_requests: bool = False
 
 
 def check_turn_s(turn_s: float) -> None:
@@ -114,7 +118,8 @@ class _TakeTurns(Tally):
         if s.num_scheduled_tokens:
             self.iteration_log.append((*iteration_shape(self.inner, s, self._k_before), self._fresh,
                                        round(self.inner.measured_busy_s - measured, 6),
-                                       round(self.inner.predicted_busy_s - predicted, 6)))  # fmt: skip
+                                       round(self.inner.predicted_busy_s - predicted, 6),
+                                       round(s.clock_s, 6)))  # fmt: skip
             self._fresh = False
             self._k_before = s.k
         return s
@@ -149,7 +154,8 @@ def _worker(conn: Any, scenario: Any, blocktime_ms: int) -> None:
             wrapped.wait_turn()
             try:
                 m, extra = tallied_episode(wrapped, make_controller(job.controller, baselines),
-                                           job.scenario.requests(job.seed), job.scenario)  # fmt: skip
+                                           job.scenario.requests(job.seed), job.scenario,
+                                           keep_requests=job.keep_requests)  # fmt: skip
             except BaseException:  # noqa: BLE001
                 conn.send(("error", traceback.format_exc()))
                 continue

@@ -152,10 +152,27 @@ class Tally(Backend):
         return self.accepted / self.drafted if self.drafted else None
 
 
+# Each request of an episode (`request_log`), to see which requests one controller serves later
+# than another, live and simulated: virtual seconds, None where it did not happen.
+REQUEST_FIELDS = ("request_id", "arrival_s", "prompt_len", "output_len", "first_token_s", "finish_s")
+
+
+def request_log(records: Sequence[RequestRecord]) -> list[tuple]:
+    """REQUEST_FIELDS of each record, in request order (times rounded to the microsecond)."""
+
+    def t(x: float | None) -> float | None:
+        return None if x is None else round(x, 6)
+
+    return [(r.request_id, t(r.arrival_s), r.prompt_len, r.output_len, t(r.first_token_s), t(r.finish_s))
+            for r in sorted(records, key=lambda r: r.request_id)]  # fmt: skip
+
+
 def tallied_episode(
-    backend: Backend, controller: Controller, requests: Sequence[Request], scenario: Scenario
-) -> tuple[EpisodeMetrics, dict[str, Any]]:
-    """`run_episode` plus acceptance, busy time and iterations of the episode."""
+    backend: Backend, controller: Controller, requests: Sequence[Request], scenario: Scenario,
+    keep_requests: bool = False,
+) -> tuple[EpisodeMetrics, dict[str, Any]]:  # fmt: skip
+    """`run_episode` plus acceptance, busy time and iterations of the episode; with
+    `keep_requests`, each request's timeline too (`request_log`, REQUEST_FIELDS)."""
     tally = backend if isinstance(backend, Tally) else Tally(backend)
     m = run_episode(tally, controller, requests, scenario)
     extra = {
@@ -168,6 +185,8 @@ def tallied_episode(
         # live only: measured / profile-predicted busy time of the iterations it ran
         "step_time_vs_profile": getattr(tally.inner, "step_time_vs_profile", None),
     }
+    if keep_requests:
+        extra["request_log"] = request_log(tally.records())
     return m, extra
 
 

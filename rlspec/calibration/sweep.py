@@ -254,10 +254,11 @@ class SweepContext:
             self.log.append(f"profile drift {scenario.name} {controller}: steps {ratio:.2f}x the profile's")
 
     def run_sim(self, scenario: Scenario, controller: str | Callable[[Backend], Controller],
-                seed: int | None = None) -> dict[str, Any]:  # fmt: skip
+                seed: int | None = None, keep_requests: bool = False) -> dict[str, Any]:  # fmt: skip
         """The mean over `sim_seeds` engine seeds, the same seeds for every controller (so
         two controllers meet the same luck). `controller`: a spec, or a function of the
-        episode's backend for a controller that plans on it (the lookahead oracle)."""
+        episode's backend for a controller that plans on it (the lookahead oracle).
+        `keep_requests`: each seed's `request_log` too, as `request_logs`."""
         seed = scenario.seed if seed is None else seed
         requests = scenario.requests(seed)
         make = controller if callable(controller) else lambda _: make_controller(controller, self.baselines)
@@ -265,7 +266,7 @@ class SweepContext:
         for i in range(self.sim_seeds):
             backend = make_backend(scenario, "sim", seed=seed + 7919 * i)
             try:
-                runs.append(tallied_episode(backend, make(backend), requests, scenario))
+                runs.append(tallied_episode(backend, make(backend), requests, scenario, keep_requests))
             finally:
                 backend.close()
         out: dict[str, Any] = {}
@@ -284,6 +285,8 @@ class SweepContext:
             statistics.pstdev(m.mean_latency_s for m, _ in runs) if len(runs) > 1 else 0.0
         )
         out["seeds"] = self.sim_seeds
+        if keep_requests:
+            out["request_logs"] = [e["request_log"] for _, e in runs]
         return out
 
 

@@ -16,6 +16,7 @@ import rlspec.engines.vllm  # noqa: F401  (Intel OpenMP before vLLM)
 pytest.importorskip("vllm")
 
 from rlspec.calibration.interleave import TURN_ITERATION_FIELDS, InterleavedEngines, Job, _proc_kb  # noqa: E402
+from rlspec.calibration.matching import REQUEST_FIELDS  # noqa: E402
 from rlspec.scenario import load_scenario  # noqa: E402
 
 pytestmark = pytest.mark.vllm
@@ -108,8 +109,9 @@ def test_a_hook_between_turns_runs_once_per_turn_and_changes_nothing_reported(po
 def test_an_iteration_log_adds_up_to_the_episode_and_marks_each_turns_first_step(pool, scenario):
     jobs = [Job(scenario, "goodput", scenario.seed), Job(scenario, "static:0", scenario.seed)]
     plain, _ = pool.run(jobs, turn_s=0.2)
-    logged, _ = pool.run([jobs[0], Job(scenario, "static:0", scenario.seed, keep_iterations=True)], turn_s=0.2)
-    assert "iteration_log" not in logged[0][1]
+    logged, _ = pool.run([jobs[0], Job(scenario, "static:0", scenario.seed, keep_iterations=True,
+                                       keep_requests=True)], turn_s=0.2)  # fmt: skip
+    assert "iteration_log" not in logged[0][1] and "request_log" not in logged[0][1]
     assert [_summary(r) for r in logged] == [_summary(r) for r in plain]
     m, extra = logged[1]
     log = [dict(zip(TURN_ITERATION_FIELDS, row, strict=True)) for row in extra["iteration_log"]]
@@ -124,6 +126,14 @@ def test_an_iteration_log_adds_up_to_the_episode_and_marks_each_turns_first_step
     first = sum(r["first_in_turn"] for r in log)
     assert log[0]["first_in_turn"] and 1 <= first <= extra["turns"]
     assert first < len(log)  # 0.2-s turns hold several iterations
+    # each request's timeline: all of them, adding up to the episode's mean, each finishing as
+    # a busy iteration ends (the log's clock runs forward)
+    reqs = [dict(zip(REQUEST_FIELDS, row, strict=True)) for row in extra["request_log"]]
+    assert [r["request_id"] for r in reqs] == sorted(r.request_id for r in scenario.requests(scenario.seed))
+    assert sum(r["finish_s"] - r["arrival_s"] for r in reqs) / len(reqs) == pytest.approx(m.mean_latency_s, abs=1e-5)
+    clocks = [r["clock_s"] for r in log]
+    assert clocks == sorted(clocks)
+    assert {r["finish_s"] for r in reqs} <= set(clocks)
 
 
 def test_errors_name_the_job_and_leave_the_pool_usable(pool, scenario):
