@@ -126,36 +126,45 @@ def by_kind(rounds: list[dict]) -> dict:
             for way, per in out.items()}  # fmt: skip
 
 
-def _mean_latency_by_request(logs: list[list]) -> dict[int, float]:
-    """Each request's latency averaged over episodes' `request_log`s (finished requests only)."""
+def _mean_by_request(logs: list[list], start: str, end: str) -> dict[int, float]:
+    """Each finished request's time from `start` to `end` (REQUEST_FIELDS), averaged over
+    episodes' `request_log`s."""
     at = {f: i for i, f in enumerate(REQUEST_FIELDS)}
     sums: dict[int, list[float]] = {}
     for log in logs:
         for row in log:
             if row[at["finish_s"]] is not None:
-                sums.setdefault(row[at["request_id"]], []).append(row[at["finish_s"]] - row[at["arrival_s"]])
+                sums.setdefault(row[at["request_id"]], []).append(row[at[end]] - row[at[start]])
     return {rid: statistics.fmean(xs) for rid, xs in sums.items()}
+
+
+# a request's latency, and its two parts: waiting for the first token, then decoding the rest
+SPANS = {"latency": ("arrival_s", "finish_s"), "ttft": ("arrival_s", "first_token_s"),
+         "decode": ("first_token_s", "finish_s")}  # fmt: skip
 
 
 def per_request(rounds: list[dict], sim_requests: dict, a: str, b: str) -> dict:
     """B - A per request, live in turns and alone and in each simulator of `sim_requests`
-    ({acceptance: {controller: seed logs}}), and where the live difference exceeds the
-    matched simulator's: by output length, and how much of the excess the worst tenth of the
-    requests holds. In turns both controllers meet one host speed, so their difference per
-    request is the controllers' own; the simulator's, averaged over seeds, is what the
-    profile expects of them on the same requests."""
+    ({acceptance: {controller: seed logs}}): on the mean, for latency and its parts (SPANS);
+    and where the live latency difference in turns exceeds the matched simulator's, by output
+    length, and how much of the excess the worst tenth of the requests holds. In turns both
+    controllers meet one host speed, so their difference per request is the controllers' own;
+    the simulator's, averaged over seeds, is what the profile expects of them on the same
+    requests."""
     at = {f: i for i, f in enumerate(REQUEST_FIELDS)}
     shape = {row[at["request_id"]]: (row[at["prompt_len"]], row[at["output_len"]], row[at["arrival_s"]])
              for row in rounds[0]["turns"][0]["request_log"]}  # fmt: skip
-    lat: dict[str, dict[str, dict[int, float]]] = {}
-    for way in ("turns", "alone"):
-        lat[way] = {c: _mean_latency_by_request([e["request_log"] for r in rounds for e in r[way]
-                                                 if e["controller"] == c]) for c in (a, b)}  # fmt: skip
-    for acc, per in sim_requests.items():
-        lat[f"sim_{acc}"] = {c: _mean_latency_by_request(per[c]) for c in (a, b)}
-    diff = {way: {rid: d[b][rid] - d[a][rid] for rid in shape if rid in d[a] and rid in d[b]}
-            for way, d in lat.items()}  # fmt: skip
-    out: dict = {"mean_b_minus_a_s": {way: round(statistics.fmean(d.values()), 4) for way, d in diff.items()}}
+    logs = {way: {c: [e["request_log"] for r in rounds for e in r[way] if e["controller"] == c] for c in (a, b)}
+            for way in ("turns", "alone")}  # fmt: skip
+    logs.update({f"sim_{acc}": per for acc, per in sim_requests.items()})
+    diffs: dict[str, dict[str, dict[int, float]]] = {}
+    for span, (start, end) in SPANS.items():
+        for way, per in logs.items():
+            ta, tb = (_mean_by_request(per[c], start, end) for c in (a, b))
+            diffs.setdefault(span, {})[way] = {rid: tb[rid] - ta[rid] for rid in shape if rid in ta and rid in tb}
+    out: dict = {"mean_b_minus_a_s": {span: {way: round(statistics.fmean(d.values()), 4) for way, d in per.items()}
+                                      for span, per in diffs.items()}}  # fmt: skip
+    diff = diffs["latency"]
     ref = "sim_matched" if "sim_matched" in diff else "sim_profile"
     excess = {rid: diff["turns"][rid] - diff[ref][rid] for rid in diff["turns"] if rid in diff[ref]}
     bands: dict[str, list[int]] = {}
