@@ -832,7 +832,67 @@ def turns_bias(d: dict) -> list[str]:
             ratio = f"{vb['vs_profile'] / va['vs_profile']:.3f}" if va and vb and va["vs_profile"] and vb["vs_profile"] else "-"
             out.append(f"| {k} | {cell(turns, names[0], k)} | {cell(turns, names[1], k)} | {ratio} | "
                        f"{cell(alone, names[0], k)} | {cell(alone, names[1], k)} |")  # fmt: skip
-    return [*out, ""]
+    return [*out, *_turns_by_band(d), *_turns_regression(d), *_turns_per_request(d), ""]
+
+
+def _turns_regression(d: dict) -> list[str]:
+    reg = d.get("step_regression")
+    if not reg:
+        return []
+    terms = ("k_before=2", "k_before=4", "k changed", "log prefill tokens")
+    out = ["", "Each busy iteration's log(measured / predicted) by least squares on what it scheduled, one intercept "
+           "per episode (`step_regression`): relative cost over the profile, +- standard error. `k_before=2` is a "
+           "step verifying 2-token drafts against one verifying 3 of the same shape.", "",
+           "| controller | way | steps | iterations | " + " | ".join(terms) + " |", "|---" * (len(terms) + 4) + "|"]
+    for c, per in reg.items():
+        for way, kinds in per.items():
+            for kind, v in kinds.items():
+                cells = [f"{v[t]['coef']:+.3f} +- {v[t]['se']:.3f}" if t in v else "-" for t in terms]
+                out.append(f"| {c} | {way} | {kind} | {v['iterations']} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _turns_by_band(d: dict) -> list[str]:
+    bands = d.get("by_band")
+    if not bands:
+        return []
+    names = [d["a"], d["b"]]
+    rows = list(dict.fromkeys(k for way in bands.values() for c in names for k in way.get(c, {})))
+    out = ["", "The same iterations by tokens scheduled (`by_band`): step time over the profile's, iterations in "
+           "brackets. A profile that priced a step's size right would read alike in every band.", "",
+           "| tokens scheduled | A in turns | B in turns | A alone | B alone |", "|---|---|---|---|---|"]  # fmt: skip
+    for k in rows:
+        cells = []
+        for way in ("turns", "alone"):
+            for c in names:
+                v = bands.get(way, {}).get(c, {}).get(k)
+                cells.append(f"{v['vs_profile']:.3f} ({v['iterations']})" if v else "-")
+        out.append(f"| {k} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _turns_per_request(d: dict) -> list[str]:
+    pr = d.get("per_request")
+    if not pr:
+        return []
+    m = d["matched_acceptance"]
+    ways = list(pr["mean_b_minus_a_s"]["latency"])
+    out = ["", f"Per request (`--per-request`): B - A in seconds, averaged over the requests, live and simulated "
+           f"(`sim_matched`: acceptance mean {m['profile_mean']} -> {m['matched_mean']}, where the simulator's "
+           f"{m['controller']} verifies the {m['live_share']:.4f} it did live). Latency is time to first token "
+           "plus decode.", "",
+           "| B - A, s | " + " | ".join(ways) + " |", "|---" * (len(ways) + 1) + "|"]  # fmt: skip
+    for span, per in pr["mean_b_minus_a_s"].items():
+        out.append(f"| {span} | " + " | ".join(f"{per[w]:+.4f}" for w in ways) + " |")
+    out += ["", f"By output length, latency B - A and the live excess over `{pr['excess_reference']}` (in turns):",
+            "", "| output tokens | requests | " + " | ".join(ways) + " | excess |", "|---" * (len(ways) + 3) + "|"]
+    for band, v in pr["by_output_len"].items():
+        out.append(f"| {band} | {v['requests']} | " + " | ".join(f"{v[w]:+.4f}" for w in ways)
+                   + f" | {v['excess_s']:+.4f} |")  # fmt: skip
+    out += ["", f"The excess adds up to {pr['excess_total_s']:.2f} s over the requests; the worst tenth holds "
+            f"{pr['excess_worst_tenth_s']:.2f} s of it (arrivals at "
+            + ", ".join(f"{w['arrival_s']:.0f}" for w in pr["worst"]) + " s)."]
+    return out
 
 
 def shape_warmth(d: dict) -> list[str]:
@@ -926,7 +986,9 @@ SECTIONS = [
         "engine_slots-cpu-tiny-amx-reversed", "engine_slots-cpu-tiny-amx-together")),
     *((stem, turns_bias) for stem in ("turns_bias-cpu-tiny-amx", "turns_bias-cpu-tiny-amx-turn0.5",
                                       "turns_bias-cpu-tiny-amx-azure-policy", "turns_bias-cpu-tiny-amx-azure-policy-turn5",
-                                      "turns_bias-cpu-tiny-amx-azure-policy-iters")),
+                                      "turns_bias-cpu-tiny-amx-azure-policy-iters",
+                                      "turns_bias-cpu-tiny-amx-azure-policy-requests", "turns_bias-cpu-tiny-amx-azure-cycle",
+                                      "turns_bias-cpu-tiny-amx-azure-static2")),
     ("drafter_by_k-cpu-tiny-amx-before", drafter_by_k),
     ("drafter_by_k-cpu-tiny-amx", drafter_by_k),
     ("shape_warmth-cpu-tiny-amx", shape_warmth),

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import statistics
@@ -44,6 +45,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from common import ROOT, controller_name, write_result
 
 sys.path.insert(0, str(ROOT))
@@ -126,6 +128,83 @@ def by_kind(rounds: list[dict]) -> dict:
             for way, per in out.items()}  # fmt: skip
 
 
+# scheduled tokens per iteration: pure decodes (< 64), small and large prefill chunks, the budget
+BANDS = (64, 256, 512, 1024, 1536, 2000)
+
+
+def by_band(rounds: list[dict]) -> dict:
+    """Per way of running and controller, the busy iterations of all rounds by how many tokens
+    they scheduled (BANDS): count, seconds measured and predicted, their ratio. A profile that
+    prices a step's size right reads alike in every band, whatever the controller."""
+    at = {f: i for i, f in enumerate(TURN_ITERATION_FIELDS)}
+    names = [f"< {BANDS[0]}", *(f"{lo}-{hi - 1}" for lo, hi in itertools.pairwise(BANDS)), f">= {BANDS[-1]}"]
+    out: dict = {}
+    for way in ("turns", "alone"):
+        for r in rounds:
+            for e in r[way]:
+                cells = out.setdefault(way, {}).setdefault(e["controller"], {})
+                for row in e["iteration_log"]:
+                    band = names[sum(row[at["scheduled_tokens"]] >= b for b in BANDS)]
+                    cell = cells.setdefault(band, [0, 0.0, 0.0])
+                    cell[0] += 1
+                    cell[1] += row[at["measured_s"]]
+                    cell[2] += row[at["predicted_s"]]
+    return {way: {c: {band: {"iterations": cells[band][0], "measured_s": round(cells[band][1], 3),
+                             "predicted_s": round(cells[band][2], 3),
+                             "vs_profile": round(cells[band][1] / cells[band][2], 4)}
+                      for band in names if band in cells}
+                  for c, cells in per.items()}
+            for way, per in out.items()}  # fmt: skip
+
+
+def step_regression(rounds: list[dict], controller_prefix: str | None = None) -> dict:
+    """What the profile misprices, step by step: per way of running, least squares of each busy
+    iteration's log(measured / predicted) on what it scheduled, with one intercept per episode
+    (which takes out the host's speed and the controller), for steps with a prefill chunk and
+    decodes ("mixed") and for pure decodes. Coefficients (+- standard error) read as relative
+    cost over the profile: `k_before=2` is a step verifying 2-token drafts against one verifying
+    3; `prefill band` terms are against chunks under 128 tokens. Where the controller chooses
+    k by the engine's state, a step's k is not independent of what else makes it slow; a
+    controller that sets k without regard to state (`cycle:`) gives its causal price.
+    `controller_prefix`: only that controller's episodes."""
+    at = {f: i for i, f in enumerate(TURN_ITERATION_FIELDS)}
+    edges = (128, 512, 1024, 1536, 2000)
+    common = ["k_before=2", "k_before=4", "k changed", "decode reqs", "log context", "first of its turn"]
+    names = {"mixed": [*common, "log prefill tokens", *(f"prefill band >= {e}" for e in edges)], "decode": common}
+    out: dict = {}
+    for way in ("turns", "alone"):
+        for kind in ("mixed", "decode"):
+            xs, ys, eps = [], [], []
+            for r in rounds:
+                for e in r[way]:
+                    if controller_prefix and not e["controller"].startswith(controller_prefix):
+                        continue
+                    eps.append(len(eps))
+                    for row in e["iteration_log"]:
+                        pf, dec = row[at["prefill_tokens"]], row[at["decode_reqs"]]
+                        if not dec or (kind == "mixed") != (pf > 0):
+                            continue
+                        kb = row[at["k_before"]]
+                        x = [kb == 2, kb == 4, row[at["k"]] != kb, dec, math.log1p(row[at["context"]]),
+                             way == "turns" and bool(row[at["first_in_turn"]])]  # fmt: skip
+                        if kind == "mixed":
+                            x += [math.log(pf), *(pf >= edge for edge in edges)]
+                        xs.append([float(v) for v in x] + [float(i == eps[-1]) for i in range(len(rounds) * 8)])
+                        ys.append(math.log(row[at["measured_s"]] / row[at["predicted_s"]]))
+            if len(ys) < 50:
+                continue
+            x, y = np.array(xs), np.array(ys)
+            x = x[:, x.any(axis=0)]  # drop episodes (and regressors) that never occur
+            beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+            resid = y - x @ beta
+            cov = resid @ resid / (len(y) - x.shape[1]) * np.linalg.pinv(x.T @ x)
+            kept = [n for n, col in zip(names[kind], np.array(xs)[:, : len(names[kind])].T, strict=True) if col.any()]
+            out.setdefault(way, {})[kind] = {"iterations": len(y), **{
+                n: {"coef": round(float(beta[i]), 4), "se": round(float(math.sqrt(max(cov[i, i], 0.0))), 4)}
+                for i, n in enumerate(kept)}}  # fmt: skip
+    return out
+
+
 def _mean_by_request(logs: list[list], start: str, end: str) -> dict[int, float]:
     """Each finished request's time from `start` to `end` (REQUEST_FIELDS), averaged over
     episodes' `request_log`s."""
@@ -174,7 +253,7 @@ def per_request(rounds: list[dict], sim_requests: dict, a: str, b: str) -> dict:
     out["by_output_len"] = {band: {"requests": len(ids),
                                    **{way: round(statistics.fmean(diff[way][i] for i in ids), 4) for way in diff},
                                    "excess_s": round(statistics.fmean(excess[i] for i in ids), 4)}
-                            for band, ids in sorted(bands.items())}  # fmt: skip
+                            for band, ids in sorted(bands.items(), key=lambda kv: int(kv[0].split("-")[0].rstrip("+")))}  # fmt: skip
     ranked = sorted(excess, key=excess.get, reverse=True)
     total = sum(excess.values())
     top = ranked[: max(1, len(ranked) // 10)]
@@ -220,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait-quiet", type=float, default=0.3, metavar="CORES")
     ap.add_argument("--out", default=None, metavar="NAME", help="results/NAME.json (default: turns_bias-P)")
     ap.add_argument("--iterations", action="store_true",
-                    help="keep every busy iteration of every episode, and sum them by kind (`by_kind`)")  # fmt: skip
+                    help="keep every busy iteration of every episode, and sum them by kind (`by_kind`) and by tokens scheduled (`by_band`)")  # fmt: skip
     ap.add_argument("--per-request", action="store_true",
                     help="keep each request's timeline, live and simulated, and compare B - A per request "
                          "(`per_request`)")  # fmt: skip
@@ -231,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         path = ROOT / "results" / f"{args.summarise}.json"
         d = json.loads(path.read_text())
         d["summary"] = summarise(d["rounds"], d["a"], d["b"])
+        if "iteration_fields" in d:
+            d["by_kind"], d["by_band"] = by_kind(d["rounds"]), by_band(d["rounds"])
+            d["step_regression"] = {c: step_regression(d["rounds"], c) for c in (d["a"], d["b"])}
         if "sim_requests" in d:
             d["per_request"] = per_request(d["rounds"], d["sim_requests"], d["a"], d["b"])
         path.write_text(json.dumps(d, indent=2) + "\n")
@@ -305,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx.close()
     summary = summarise(rounds, controller_name(a), controller_name(b))
     kinds = by_kind(rounds) if args.iterations else None
+    bands = by_band(rounds) if args.iterations else None
+    regression = {controller_name(c): step_regression(rounds, controller_name(c)) for c in pair} if args.iterations else None
     sim_ratio = sim[b]["mean_latency_s"] / sim[a]["mean_latency_s"]
     write_result(args.out or f"turns_bias-{args.profile}", {
         "profile": args.profile,
@@ -318,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(time.perf_counter() - t0, 1),
         "rounds": rounds,
         "summary": summary,
-        **({"iteration_fields": list(TURN_ITERATION_FIELDS), "by_kind": kinds} if kinds else {}),
+        **({"iteration_fields": list(TURN_ITERATION_FIELDS), "by_kind": kinds, "by_band": bands,
+            "step_regression": regression} if kinds else {}),
         **({"request_fields": list(REQUEST_FIELDS), "matched_acceptance": matched, "sim_requests": sim_requests,
             "per_request": per_request(rounds, sim_requests, controller_name(a), controller_name(b))}
            if args.per_request else {}),
