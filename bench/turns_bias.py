@@ -24,6 +24,8 @@ of the design is their quotient, (B / A in turns) / (B / A alone), beside the si
 for the same requests, with the profile's acceptance and with the mean matched to what A (a
 static k) verified live (`per_request`: which requests B serves later than A, live and
 simulated; a request's live excess is its live B - A less its matched-simulator B - A).
+`--decisions` keeps each decision and the observation it was made on, live and in the same two
+simulators (`decisions`: how often B chose each k and the features it chose them on).
 `--turn-s` makes each turn last that long (as many iterations as start within it) instead of
 one iteration, which spreads the cost of a turn thin. Since both controllers run on both
 engines, each round also measures the engines themselves: the first engine over the second,
@@ -57,7 +59,7 @@ from sim_to_real import open_context  # noqa: E402
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.engine_speed import speed_adjusted  # noqa: E402
 from rlspec.calibration.interleave import TURN_ITERATION_FIELDS, Job  # noqa: E402
-from rlspec.calibration.matching import REQUEST_FIELDS  # noqa: E402
+from rlspec.calibration.matching import DECISION_FIELDS, REQUEST_FIELDS  # noqa: E402
 from rlspec.calibration.quiet import wait_quiet  # noqa: E402
 from rlspec.control.registry import make_controller  # noqa: E402
 
@@ -193,12 +195,17 @@ def step_regression(rounds: list[dict], controller_prefix: str | None = None) ->
                         ys.append(math.log(row[at["measured_s"]] / row[at["predicted_s"]]))
             if len(ys) < 50:
                 continue
-            x, y = np.array(xs), np.array(ys)
-            x = x[:, x.any(axis=0)]  # drop episodes (and regressors) that never occur
+            x, y, n_terms = np.array(xs), np.array(ys), len(names[kind])
+            episode = x[:, n_terms:].argmax(axis=1)
+            # a term is estimable only where it varies within an episode (the intercepts take
+            # the rest: a static controller's k, the first step of a turn alone)
+            varies = [any(np.ptp(x[episode == e, j]) > 0 for e in np.unique(episode)) for j in range(n_terms)]
+            keep = np.array([*varies, *x[:, n_terms:].any(axis=0)])
+            x = x[:, keep]
             beta, *_ = np.linalg.lstsq(x, y, rcond=None)
             resid = y - x @ beta
             cov = resid @ resid / (len(y) - x.shape[1]) * np.linalg.pinv(x.T @ x)
-            kept = [n for n, col in zip(names[kind], np.array(xs)[:, : len(names[kind])].T, strict=True) if col.any()]
+            kept = [n for n, v in zip(names[kind], varies, strict=True) if v]
             out.setdefault(way, {})[kind] = {"iterations": len(y), **{
                 n: {"coef": round(float(beta[i]), 4), "se": round(float(math.sqrt(max(cov[i, i], 0.0))), 4)}
                 for i, n in enumerate(kept)}}  # fmt: skip
@@ -266,6 +273,26 @@ def per_request(rounds: list[dict], sim_requests: dict, a: str, b: str) -> dict:
     return out
 
 
+def decisions(rounds: list[dict], sim_decisions: dict, b: str) -> dict:
+    """B's decisions live (in turns, alone) and in each simulator of `sim_decisions`
+    ({acceptance: seed logs}): how many, the share choosing each k, and the mean of each
+    feature over the decisions choosing that k. Where B chooses unlike its simulated self on
+    the same requests, the features it chose on show what it read differently."""
+    at = {f: i for i, f in enumerate(DECISION_FIELDS)}
+    logs = {way: [row for r in rounds for e in r[way] if e["controller"] == b for row in e["decision_log"]]
+            for way in ("turns", "alone")}  # fmt: skip
+    logs.update({f"sim_{acc}": [row for log in per for row in log] for acc, per in sim_decisions.items()})
+    features = DECISION_FIELDS[3:]
+    out: dict = {}
+    for way, rows in logs.items():
+        ks = sorted({row[at["k"]] for row in rows})
+        out[way] = {"decisions": len(rows),
+                    "k_share": {str(k): round(sum(row[at["k"]] == k for row in rows) / len(rows), 4) for k in ks},
+                    "features_by_k": {str(k): {f: round(statistics.fmean(row[at[f]] for row in rows if row[at["k"]] == k), 4)
+                                               for f in features} for k in ks}}  # fmt: skip
+    return out
+
+
 def speed_adjusted_b_over_a(rounds: list[dict], way: str, a: str, b: str) -> dict | None:
     """B / A of mean latency with every episode of `way` moved to one engine speed (one slope
     over all rounds' episodes, `rlspec.calibration.engine_speed`). Near saturation the host's
@@ -303,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-request", action="store_true",
                     help="keep each request's timeline, live and simulated, and compare B - A per request "
                          "(`per_request`)")  # fmt: skip
+    ap.add_argument("--decisions", action="store_true",
+                    help="keep each decision and its observation, live and simulated (`decisions`)")  # fmt: skip
     ap.add_argument("--summarise", default=None, metavar="NAME",
                     help="recompute results/NAME.json's summary from its rounds (no engine runs)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -313,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         if "iteration_fields" in d:
             d["by_kind"], d["by_band"] = by_kind(d["rounds"]), by_band(d["rounds"])
             d["step_regression"] = {c: step_regression(d["rounds"], c) for c in (d["a"], d["b"])}
+        if "sim_decisions" in d:
+            d["decisions"] = decisions(d["rounds"], d["sim_decisions"], d["b"])
         if "sim_requests" in d:
             d["per_request"] = per_request(d["rounds"], d["sim_requests"], d["a"], d["b"])
         path.write_text(json.dumps(d, indent=2) + "\n")
@@ -327,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     for c in pair:
         make_controller(c)  # refuse an unknown controller before the engines start
     a, b = pair
-    if args.per_request and not a.startswith("static:"):
-        raise SystemExit(f"--per-request: A is {a!r}; it matches the simulator's acceptance to A's live share, "
+    if (args.per_request or args.decisions) and not a.startswith("static:"):
+        raise SystemExit(f"--per-request, --decisions: A is {a!r}; they match the simulator's acceptance to A's live share, "
                          "so A must be a static k (static:K)")  # fmt: skip
     w = dataclasses.replace(next(w for w in WORKLOADS if w.name == args.workload), values=(args.value,),
                             requests=args.requests)  # fmt: skip
@@ -338,8 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = []
     try:
         sc = ctx.match(w.variant(args.value))
-        job = {c: Job(sc, c, sc.seed, keep_iterations=args.iterations, keep_requests=args.per_request)
-               for c in pair}  # fmt: skip
+        job = {c: Job(sc, c, sc.seed, keep_iterations=args.iterations, keep_requests=args.per_request,
+                   keep_decisions=args.decisions) for c in pair}  # fmt: skip
         sim = {c: ctx.run_sim(sc, c) for c in pair}
 
         def serve(order: list[str]) -> list[dict]:
@@ -352,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                      "other_load_cores": round(others, 3), "drafted": extra["drafted"],
                      "accepted": extra["accepted"],
                      **({"iteration_log": extra["iteration_log"]} if args.iterations else {}),
-                     **({"request_log": extra["request_log"]} if args.per_request else {})}
+                     **({"request_log": extra["request_log"]} if args.per_request else {}),
+                     **({"decision_log": extra["decision_log"]} if args.decisions else {})}
                     for c, (m, extra) in zip(order, results, strict=True)]  # fmt: skip
 
         serve([a, b])  # warm-up: each engine builds both controllers' shapes, unmeasured
@@ -372,8 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"alone {rd['alone_b_over_a']['mean_latency_s']:.3f}; steps vs profile in turns "
                   f"{rd['turns_b_over_a']['step_time_vs_profile']:.3f}, alone {rd['alone_b_over_a']['step_time_vs_profile']:.3f}",
                   flush=True)  # fmt: skip
-        sim_requests, matched = {}, None
-        if args.per_request:
+        sim_requests, sim_decisions, matched = {}, {}, None
+        if args.per_request or args.decisions:
             eps = [e for r in rounds for way in ("turns", "alone") for e in r[way] if e["controller"] == controller_name(a)]
             share = sum(e["accepted"] for e in eps) / sum(e["drafted"] for e in eps)
             acc = matched_acceptance(ctx, sc, a, share)
@@ -381,8 +413,9 @@ def main(argv: list[str] | None = None) -> int:
                        "matched_mean": acc.mean}  # fmt: skip
             print(f"{a} verified {share:.4f} live: acceptance mean {sc.acceptance.mean} -> {acc.mean}", flush=True)
             for name, at_sc in (("profile", sc), ("matched", sc.replace(acceptance=acc))):
-                sim_requests[name] = {controller_name(c): ctx.run_sim(at_sc, c, keep_requests=True)["request_logs"]
-                                      for c in pair}  # fmt: skip
+                runs = {c: ctx.run_sim(at_sc, c, keep_requests=True, keep_decisions=True) for c in pair}
+                sim_requests[name] = {controller_name(c): r["request_logs"] for c, r in runs.items()}
+                sim_decisions[name] = runs[b]["decision_logs"]
     finally:
         ctx.close()
     summary = summarise(rounds, controller_name(a), controller_name(b))
@@ -404,7 +437,10 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         **({"iteration_fields": list(TURN_ITERATION_FIELDS), "by_kind": kinds, "by_band": bands,
             "step_regression": regression} if kinds else {}),
-        **({"request_fields": list(REQUEST_FIELDS), "matched_acceptance": matched, "sim_requests": sim_requests,
+        **({"matched_acceptance": matched} if matched else {}),
+        **({"decision_fields": list(DECISION_FIELDS), "sim_decisions": sim_decisions,
+            "decisions": decisions(rounds, sim_decisions, controller_name(b))} if args.decisions else {}),
+        **({"request_fields": list(REQUEST_FIELDS), "sim_requests": sim_requests,
             "per_request": per_request(rounds, sim_requests, controller_name(a), controller_name(b))}
            if args.per_request else {}),
     })  # fmt: skip

@@ -47,13 +47,16 @@ class Job:
     `keep_iterations`: return every busy iteration (TURN_ITERATION_FIELDS) as the result's
     `iteration_log`, to see which of a controller's steps taking turns charges.
     `keep_requests`: return each request's timeline (`matching.REQUEST_FIELDS`) as its
-    `request_log`, to see which requests a controller serves later."""
+    `request_log`, to see which requests a controller serves later.
+    `keep_decisions`: return each decision and its observation (`matching.DECISION_FIELDS`) as
+    its `decision_log`, to set the controller's live choices beside its simulated ones."""
 
     scenario: Any  # Scenario (matched to the engine)
     controller: str
     seed: int
     keep_iterations: bool = False
     keep_requests: bool = False
+    keep_decisions: bool = False
 
 
 def check_turn_s(turn_s: float) -> None:
@@ -155,7 +158,8 @@ def _worker(conn: Any, scenario: Any, blocktime_ms: int) -> None:
             try:
                 m, extra = tallied_episode(wrapped, make_controller(job.controller, baselines),
                                            job.scenario.requests(job.seed), job.scenario,
-                                           keep_requests=job.keep_requests)  # fmt: skip
+                                           keep_requests=job.keep_requests,
+                                           keep_decisions=job.keep_decisions)  # fmt: skip
             except BaseException:  # noqa: BLE001
                 conn.send(("error", traceback.format_exc()))
                 continue

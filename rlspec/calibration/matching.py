@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from rlspec.control.action import Action
-from rlspec.control.base import Controller
+from rlspec.control.base import ControlContext, Controller
 from rlspec.engines.base import Backend
 from rlspec.engines.snapshot import RequestRecord, Snapshot
 from rlspec.evaluate import run_episode
+from rlspec.features import FEATURE_NAMES, FeatureTracker
 from rlspec.metrics import EpisodeMetrics
 from rlspec.perf.acceptance import AcceptanceConfig
 from rlspec.perf.profile import Profile, load_profile
@@ -152,6 +153,32 @@ class Tally(Backend):
         return self.accepted / self.drafted if self.drafted else None
 
 
+# Each decision of an episode (`decision_log`): when it was made, what it chose, and the
+# observation it was made on (rlspec.features), to set a controller's live choices beside
+# its simulated ones state by state.
+DECISION_FIELDS = ("clock_s", "k", "offload", *FEATURE_NAMES)
+
+
+class DecisionLog(Controller):
+    """Wraps a controller and records each decision (DECISION_FIELDS) without changing it."""
+
+    def __init__(self, inner: Controller) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.log: list[tuple] = []
+
+    def reset(self, ctx: ControlContext) -> None:
+        super().reset(ctx)
+        self.inner.reset(ctx)
+        self.log = []
+
+    def decide(self, obs: FeatureTracker) -> Action:
+        action = self.inner.decide(obs)
+        clock = obs.last.clock_s if obs.last is not None else 0.0
+        self.log.append((round(clock, 6), action.k, action.offload, *(round(float(v), 5) for v in obs.vector())))
+        return action
+
+
 # Each request of an episode (`request_log`), to see which requests one controller serves later
 # than another, live and simulated: virtual seconds, None where it did not happen.
 REQUEST_FIELDS = ("request_id", "arrival_s", "prompt_len", "output_len", "first_token_s", "finish_s")
@@ -169,12 +196,14 @@ def request_log(records: Sequence[RequestRecord]) -> list[tuple]:
 
 def tallied_episode(
     backend: Backend, controller: Controller, requests: Sequence[Request], scenario: Scenario,
-    keep_requests: bool = False,
+    keep_requests: bool = False, keep_decisions: bool = False,
 ) -> tuple[EpisodeMetrics, dict[str, Any]]:  # fmt: skip
     """`run_episode` plus acceptance, busy time and iterations of the episode; with
-    `keep_requests`, each request's timeline too (`request_log`, REQUEST_FIELDS)."""
+    `keep_requests`, each request's timeline too (`request_log`, REQUEST_FIELDS), with
+    `keep_decisions` each decision (`decision_log`, DECISION_FIELDS)."""
     tally = backend if isinstance(backend, Tally) else Tally(backend)
-    m = run_episode(tally, controller, requests, scenario)
+    decisions = DecisionLog(controller) if keep_decisions else None
+    m = run_episode(tally, decisions or controller, requests, scenario)
     extra = {
         "acceptance": tally.acceptance,
         "drafted": tally.drafted,
@@ -187,6 +216,8 @@ def tallied_episode(
     }
     if keep_requests:
         extra["request_log"] = request_log(tally.records())
+    if decisions is not None:
+        extra["decision_log"] = decisions.log
     return m, extra
 
 

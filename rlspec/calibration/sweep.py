@@ -254,11 +254,13 @@ class SweepContext:
             self.log.append(f"profile drift {scenario.name} {controller}: steps {ratio:.2f}x the profile's")
 
     def run_sim(self, scenario: Scenario, controller: str | Callable[[Backend], Controller],
-                seed: int | None = None, keep_requests: bool = False) -> dict[str, Any]:  # fmt: skip
+                seed: int | None = None, keep_requests: bool = False,
+                keep_decisions: bool = False) -> dict[str, Any]:  # fmt: skip
         """The mean over `sim_seeds` engine seeds, the same seeds for every controller (so
         two controllers meet the same luck). `controller`: a spec, or a function of the
         episode's backend for a controller that plans on it (the lookahead oracle).
-        `keep_requests`: each seed's `request_log` too, as `request_logs`."""
+        `keep_requests`: each seed's `request_log` too, as `request_logs`; `keep_decisions`:
+        each seed's `decision_log`, as `decision_logs`."""
         seed = scenario.seed if seed is None else seed
         requests = scenario.requests(seed)
         make = controller if callable(controller) else lambda _: make_controller(controller, self.baselines)
@@ -266,7 +268,8 @@ class SweepContext:
         for i in range(self.sim_seeds):
             backend = make_backend(scenario, "sim", seed=seed + 7919 * i)
             try:
-                runs.append(tallied_episode(backend, make(backend), requests, scenario, keep_requests))
+                runs.append(tallied_episode(backend, make(backend), requests, scenario, keep_requests,
+                                            keep_decisions))  # fmt: skip
             finally:
                 backend.close()
         out: dict[str, Any] = {}
@@ -287,6 +290,8 @@ class SweepContext:
         out["seeds"] = self.sim_seeds
         if keep_requests:
             out["request_logs"] = [e["request_log"] for _, e in runs]
+        if keep_decisions:
+            out["decision_logs"] = [e["decision_log"] for _, e in runs]
         return out
 
 
