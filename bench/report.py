@@ -832,7 +832,27 @@ def turns_bias(d: dict) -> list[str]:
             ratio = f"{vb['vs_profile'] / va['vs_profile']:.3f}" if va and vb and va["vs_profile"] and vb["vs_profile"] else "-"
             out.append(f"| {k} | {cell(turns, names[0], k)} | {cell(turns, names[1], k)} | {ratio} | "
                        f"{cell(alone, names[0], k)} | {cell(alone, names[1], k)} |")  # fmt: skip
-    return [*out, *_turns_by_band(d), *_turns_regression(d), *_turns_per_request(d), ""]
+    return [*out, *_turns_by_band(d), *_turns_regression(d), *_turns_per_request(d), *_turns_decisions(d), ""]
+
+
+def _turns_decisions(d: dict) -> list[str]:
+    dec = d.get("decisions")
+    if not dec:
+        return []
+    ways = list(dec)
+    ks = sorted({k for v in dec.values() for k in v["k_share"]}, key=int)
+    out = ["", "B's decisions (`--decisions`): the share choosing each k, and the acceptance estimates it chose "
+           "them on (`acceptance_fast` / `acceptance_slow`, mean over those decisions), live and simulated.", "",
+           "| | decisions | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---" * (len(ks) + 2) + "|"]  # fmt: skip
+    for w in ways:
+        v = dec[w]
+        cells = []
+        for k in ks:
+            f = v["features_by_k"].get(k)
+            cells.append(f"{v['k_share'][k]:.0%} ({f['acceptance_fast']:.3f} / {f['acceptance_slow']:.3f})"
+                         if f else "-")  # fmt: skip
+        out.append(f"| {w} | {v['decisions']} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _turns_regression(d: dict) -> list[str]:
@@ -988,7 +1008,8 @@ SECTIONS = [
                                       "turns_bias-cpu-tiny-amx-azure-policy", "turns_bias-cpu-tiny-amx-azure-policy-turn5",
                                       "turns_bias-cpu-tiny-amx-azure-policy-iters",
                                       "turns_bias-cpu-tiny-amx-azure-policy-requests", "turns_bias-cpu-tiny-amx-azure-cycle",
-                                      "turns_bias-cpu-tiny-amx-azure-static2")),
+                                      "turns_bias-cpu-tiny-amx-azure-static2",
+                                      "turns_bias-cpu-tiny-amx-azure-policy-decisions")),
     ("drafter_by_k-cpu-tiny-amx-before", drafter_by_k),
     ("drafter_by_k-cpu-tiny-amx", drafter_by_k),
     ("shape_warmth-cpu-tiny-amx", shape_warmth),

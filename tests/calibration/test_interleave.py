@@ -16,7 +16,7 @@ import rlspec.engines.vllm  # noqa: F401  (Intel OpenMP before vLLM)
 pytest.importorskip("vllm")
 
 from rlspec.calibration.interleave import TURN_ITERATION_FIELDS, InterleavedEngines, Job, _proc_kb  # noqa: E402
-from rlspec.calibration.matching import REQUEST_FIELDS  # noqa: E402
+from rlspec.calibration.matching import DECISION_FIELDS, REQUEST_FIELDS  # noqa: E402
 from rlspec.scenario import load_scenario  # noqa: E402
 
 pytestmark = pytest.mark.vllm
@@ -110,8 +110,8 @@ def test_an_iteration_log_adds_up_to_the_episode_and_marks_each_turns_first_step
     jobs = [Job(scenario, "goodput", scenario.seed), Job(scenario, "static:0", scenario.seed)]
     plain, _ = pool.run(jobs, turn_s=0.2)
     logged, _ = pool.run([jobs[0], Job(scenario, "static:0", scenario.seed, keep_iterations=True,
-                                       keep_requests=True)], turn_s=0.2)  # fmt: skip
-    assert "iteration_log" not in logged[0][1] and "request_log" not in logged[0][1]
+                                       keep_requests=True, keep_decisions=True)], turn_s=0.2)  # fmt: skip
+    assert not {"iteration_log", "request_log", "decision_log"} & set(logged[0][1])
     assert [_summary(r) for r in logged] == [_summary(r) for r in plain]
     m, extra = logged[1]
     log = [dict(zip(TURN_ITERATION_FIELDS, row, strict=True)) for row in extra["iteration_log"]]
@@ -134,6 +134,11 @@ def test_an_iteration_log_adds_up_to_the_episode_and_marks_each_turns_first_step
     clocks = [r["clock_s"] for r in log]
     assert clocks == sorted(clocks)
     assert {r["finish_s"] for r in reqs} <= set(clocks)
+    # each decision, on the observation it was made on: static:0 chose k = 0 every time
+    decisions = [dict(zip(DECISION_FIELDS, row, strict=True)) for row in extra["decision_log"]]
+    assert len(decisions) >= len(log) / scenario.decision_interval
+    assert all(d["k"] == 0 and d["k_frac"] == 0 for d in decisions)
+    assert [d["clock_s"] for d in decisions] == sorted(d["clock_s"] for d in decisions)
 
 
 def test_errors_name_the_job_and_leave_the_pool_usable(pool, scenario):
