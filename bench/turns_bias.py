@@ -45,6 +45,7 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -106,57 +107,57 @@ def summarise(rounds: list[dict], a: str, b: str) -> dict:
     return out
 
 
-def by_kind(rounds: list[dict]) -> dict:
-    """Per way of running and controller, the busy iterations of all rounds summed by kind
-    (phase, k, and whether it was the first of its turn): count, seconds measured, seconds the
-    profile predicts, and their ratio. In turns both engines meet the host at one speed, so
-    where B's ratio exceeds A's for the same kind of step, that kind is dearer for B itself."""
-    at = {f: i for i, f in enumerate(TURN_ITERATION_FIELDS)}
+ITERATION_AT = {f: i for i, f in enumerate(TURN_ITERATION_FIELDS)}
+
+
+def _sum_iterations(rounds: list[dict], key: Callable[[str, list], str], order: Callable[[list[str]], list[str]]
+                    ) -> dict:  # fmt: skip
+    """Per way of running and controller, the busy iterations of all rounds summed by
+    `key(way, row)`: count, seconds measured, seconds the profile predicts, and their ratio,
+    cells in `order`."""
     out: dict = {}
     for way in ("turns", "alone"):
         for r in rounds:
             for e in r[way]:
                 cells = out.setdefault(way, {}).setdefault(e["controller"], {})
                 for row in e["iteration_log"]:
-                    first = "first of its turn" if way == "turns" and row[at["first_in_turn"]] else "later"
-                    cell = cells.setdefault(f"{row[at['phase']]}, k={row[at['k']]}, {first}", [0, 0.0, 0.0])
+                    cell = cells.setdefault(key(way, row), [0, 0.0, 0.0])
                     cell[0] += 1
-                    cell[1] += row[at["measured_s"]]
-                    cell[2] += row[at["predicted_s"]]
-    return {way: {c: {kind: {"iterations": n, "measured_s": round(m, 3), "predicted_s": round(p, 3),
-                             "vs_profile": round(m / p, 4) if p else None}
-                      for kind, (n, m, p) in sorted(cells.items())}
+                    cell[1] += row[ITERATION_AT["measured_s"]]
+                    cell[2] += row[ITERATION_AT["predicted_s"]]
+    return {way: {c: {k: {"iterations": cells[k][0], "measured_s": round(cells[k][1], 3),
+                          "predicted_s": round(cells[k][2], 3),
+                          "vs_profile": round(cells[k][1] / cells[k][2], 4) if cells[k][2] else None}
+                      for k in order(list(cells))}
                   for c, cells in per.items()}
             for way, per in out.items()}  # fmt: skip
+
+
+def by_kind(rounds: list[dict]) -> dict:
+    """The busy iterations by kind (phase, k, and whether it was the first of its turn). In turns
+    both engines meet the host at one speed, so where B's ratio exceeds A's for the same kind
+    of step, that kind is dearer for B itself."""
+
+    def kind(way: str, row: list) -> str:
+        first = "first of its turn" if way == "turns" and row[ITERATION_AT["first_in_turn"]] else "later"
+        return f"{row[ITERATION_AT['phase']]}, k={row[ITERATION_AT['k']]}, {first}"
+
+    return _sum_iterations(rounds, kind, sorted)
 
 
 # scheduled tokens per iteration: pure decodes (< 64), small and large prefill chunks, the budget
 BANDS = (64, 256, 512, 1024, 1536, 2000)
+BAND_NAMES = (f"< {BANDS[0]}", *(f"{lo}-{hi - 1}" for lo, hi in itertools.pairwise(BANDS)), f">= {BANDS[-1]}")
 
 
 def by_band(rounds: list[dict]) -> dict:
-    """Per way of running and controller, the busy iterations of all rounds by how many tokens
-    they scheduled (BANDS): count, seconds measured and predicted, their ratio. A profile that
-    prices a step's size right reads alike in every band, whatever the controller."""
-    at = {f: i for i, f in enumerate(TURN_ITERATION_FIELDS)}
-    names = [f"< {BANDS[0]}", *(f"{lo}-{hi - 1}" for lo, hi in itertools.pairwise(BANDS)), f">= {BANDS[-1]}"]
-    out: dict = {}
-    for way in ("turns", "alone"):
-        for r in rounds:
-            for e in r[way]:
-                cells = out.setdefault(way, {}).setdefault(e["controller"], {})
-                for row in e["iteration_log"]:
-                    band = names[sum(row[at["scheduled_tokens"]] >= b for b in BANDS)]
-                    cell = cells.setdefault(band, [0, 0.0, 0.0])
-                    cell[0] += 1
-                    cell[1] += row[at["measured_s"]]
-                    cell[2] += row[at["predicted_s"]]
-    return {way: {c: {band: {"iterations": cells[band][0], "measured_s": round(cells[band][1], 3),
-                             "predicted_s": round(cells[band][2], 3),
-                             "vs_profile": round(cells[band][1] / cells[band][2], 4)}
-                      for band in names if band in cells}
-                  for c, cells in per.items()}
-            for way, per in out.items()}  # fmt: skip
+    """The busy iterations by how many tokens they scheduled (BANDS). A profile that prices a
+    step's size right reads alike in every band, whatever the controller."""
+
+    def band(way: str, row: list) -> str:
+        return BAND_NAMES[sum(row[ITERATION_AT["scheduled_tokens"]] >= b for b in BANDS)]
+
+    return _sum_iterations(rounds, band, lambda seen: [b for b in BAND_NAMES if b in seen])
 
 
 def step_regression(rounds: list[dict], controller_prefix: str | None = None) -> dict:
