@@ -824,8 +824,7 @@ def turns_bias(d: dict) -> list[str]:
                 "| kind | A in turns | B in turns | B / A in turns | A alone | B alone |", "|---|---|---|---|---|---|"]
 
         def cell(way: dict, c: str, k: str) -> str:
-            v = way.get(c, {}).get(k)
-            return f"{v['vs_profile']:.3f} ({v['iterations']})" if v and v["vs_profile"] else "-"
+            return _vs_profile_cell(way.get(c, {}).get(k))
 
         for k in rows:
             va, vb = turns.get(names[0], {}).get(k), turns.get(names[1], {}).get(k)
@@ -833,6 +832,12 @@ def turns_bias(d: dict) -> list[str]:
             out.append(f"| {k} | {cell(turns, names[0], k)} | {cell(turns, names[1], k)} | {ratio} | "
                        f"{cell(alone, names[0], k)} | {cell(alone, names[1], k)} |")  # fmt: skip
     return [*out, *_turns_by_band(d), *_turns_regression(d), *_turns_per_request(d), *_turns_decisions(d), ""]
+
+
+def _vs_profile_cell(v: dict | None) -> str:
+    """A summed cell of logged iterations (`by_kind`, `by_band`): step time over the profile's,
+    iterations in brackets."""
+    return f"{v['vs_profile']:.3f} ({v['iterations']})" if v and v["vs_profile"] else "-"
 
 
 def _turns_decisions(d: dict) -> list[str]:
@@ -885,8 +890,7 @@ def _turns_by_band(d: dict) -> list[str]:
         cells = []
         for way in ("turns", "alone"):
             for c in names:
-                v = bands.get(way, {}).get(c, {}).get(k)
-                cells.append(f"{v['vs_profile']:.3f} ({v['iterations']})" if v else "-")
+                cells.append(_vs_profile_cell(bands.get(way, {}).get(c, {}).get(k)))
         out.append(f"| {k} | " + " | ".join(cells) + " |")
     return out
 

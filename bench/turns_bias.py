@@ -372,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         sc = ctx.match(w.variant(args.value))
         job = {c: Job(sc, c, sc.seed, keep_iterations=args.iterations, keep_requests=args.per_request,
                    keep_decisions=args.decisions) for c in pair}  # fmt: skip
-        sim = {c: ctx.run_sim(sc, c) for c in pair}
+        logs = args.per_request or args.decisions  # the profile's simulator keeps its logs for them
+        sim = {c: ctx.run_sim(sc, c, keep_requests=logs, keep_decisions=logs) for c in pair}
 
         def serve(order: list[str]) -> list[dict]:
             """One episode per controller of `order`, together in turns (engine i serves order[i])."""
@@ -413,8 +414,9 @@ def main(argv: list[str] | None = None) -> int:
             matched = {"controller": a, "live_share": round(share, 4), "profile_mean": sc.acceptance.mean,
                        "matched_mean": acc.mean}  # fmt: skip
             print(f"{a} verified {share:.4f} live: acceptance mean {sc.acceptance.mean} -> {acc.mean}", flush=True)
-            for name, at_sc in (("profile", sc), ("matched", sc.replace(acceptance=acc))):
-                runs = {c: ctx.run_sim(at_sc, c, keep_requests=True, keep_decisions=True) for c in pair}
+            at_matched = sc.replace(acceptance=acc)
+            for name, runs in (("profile", sim), ("matched", {c: ctx.run_sim(at_matched, c, keep_requests=True,
+                                                                             keep_decisions=True) for c in pair})):
                 sim_requests[name] = {controller_name(c): r["request_logs"] for c, r in runs.items()}
                 sim_decisions[name] = runs[b]["decision_logs"]
     finally:
