@@ -45,6 +45,7 @@ from rlspec.engines.base import Backend
 from rlspec.engines.factory import make_backend
 from rlspec.perf.acceptance import AcceptanceConfig
 from rlspec.scenario import Scenario, load_scenario
+from rlspec.sim.verdicts import DraftVerdicts
 
 log = logging.getLogger(__name__)
 
@@ -255,18 +256,20 @@ class SweepContext:
 
     def run_sim(self, scenario: Scenario, controller: str | Callable[[Backend], Controller],
                 seed: int | None = None, keep_requests: bool = False,
-                keep_decisions: bool = False) -> dict[str, Any]:  # fmt: skip
+                keep_decisions: bool = False, verdicts: DraftVerdicts | None = None) -> dict[str, Any]:  # fmt: skip
         """The mean over `sim_seeds` engine seeds, the same seeds for every controller (so
         two controllers meet the same luck). `controller`: a spec, or a function of the
         episode's backend for a controller that plans on it (the lookahead oracle).
         `keep_requests`: each seed's `request_log` too, as `request_logs`; `keep_decisions`:
-        each seed's `decision_log`, as `decision_logs`."""
+        each seed's `decision_log`, as `decision_logs`; `verdicts`: the episode's request set's
+        measured draft verdicts, replayed in place of drawn luck where known (`Simulator.replay`)."""
         seed = scenario.seed if seed is None else seed
         requests = scenario.requests(seed)
         make = controller if callable(controller) else lambda _: make_controller(controller, self.baselines)
         runs = []
         for i in range(self.sim_seeds):
             backend = make_backend(scenario, "sim", seed=seed + 7919 * i)
+            backend.replay(verdicts)
             try:
                 runs.append(tallied_episode(backend, make(backend), requests, scenario, keep_requests,
                                             keep_decisions))  # fmt: skip

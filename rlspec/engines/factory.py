@@ -10,8 +10,13 @@ from rlspec.scenario import Scenario
 BACKENDS = ("sim", "vllm")
 
 
-def make_backend(scenario: Scenario, kind: str = "sim", seed: int | None = None) -> Backend:
+def make_backend(scenario: Scenario, kind: str = "sim", seed: int | None = None,
+                 engine_args: dict | None = None) -> Backend:  # fmt: skip
+    """`engine_args`: more vLLM EngineArgs for the live engine (e.g. vLLM's per-request draft
+    metrics, which the live backend then reports as `request_drafts`)."""
     seed = scenario.seed if seed is None else seed
+    if engine_args and kind != "vllm":
+        raise ConfigError(f"engine_args: {sorted(engine_args)} are vLLM's; the {kind!r} backend takes none")
     if kind == "sim":
         from rlspec.sim.simulator import Simulator
 
@@ -23,11 +28,11 @@ def make_backend(scenario: Scenario, kind: str = "sim", seed: int | None = None)
                 f"scenario {scenario.name!r}: speed_drift applies to the simulator; the live "
                 "engine runs at its own speed (remove speed_drift for --backend vllm)"
             )
-        return _live_backend(scenario, seed)
+        return _live_backend(scenario, seed, engine_args or {})
     raise ConfigError(f"--backend: unknown {kind!r}; allowed: {list(BACKENDS)}")
 
 
-def _live_backend(scenario: Scenario, seed: int) -> Backend:
+def _live_backend(scenario: Scenario, seed: int, engine_args: dict) -> Backend:
     from rlspec.engines.vllm import make_vllm_backend
 
     live = scenario.live
@@ -58,5 +63,6 @@ def _live_backend(scenario: Scenario, seed: int) -> Backend:
         max_model_len=live.max_model_len,
         gpu_memory_utilization=live.gpu_memory_utilization,
         dtype=live.dtype,
+        extra_engine_args=engine_args,
         **extra,
     )

@@ -42,6 +42,7 @@ from rlspec.perf.profile import Profile
 from rlspec.perf.step_time import NO_DRIFT, SpeedDrift, StepTimeModel, prefill_attention_pairs
 from rlspec.sim.config import EngineConfig
 from rlspec.sim.kv import BlockPool
+from rlspec.sim.verdicts import DraftVerdicts
 from rlspec.workload.request import Request
 
 
@@ -52,7 +53,7 @@ class Simulator(Backend):
     # Read-only once built (the cost models, the workload and the episode's luck), so a copy
     # (one of the oracle's rollouts) shares them instead of duplicating ~1 MB each time.
     _SHARED_ON_COPY = ("profile", "engine", "cost", "_clock", "requests", "arrival", "prompt",
-                       "output", "acc_prob", "_luck", "_luck_start")  # fmt: skip
+                       "output", "acc_prob", "_luck", "_luck_start", "_verdicts")  # fmt: skip
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class Simulator(Backend):
         self._acc = AcceptanceModel(acceptance, self._rng)
         self._draft_pos = np.arange(self.k_max)  # offsets of a step's drafts from its position
         self._episode = 0
+        self._verdicts: DraftVerdicts | None = None
         self.start([])
 
     # ------------------------------------------------------------------ episode set-up
@@ -110,6 +112,7 @@ class Simulator(Backend):
         span = self.output + self.k_max
         self._luck_start = np.cumsum(span) - span  # (n,) first uniform of each request
         self._luck = 1.0 - self._rng.random(int(span.sum()))  # in (0, 1]
+        self._replay_verdicts()
 
         self.kv = BlockPool.for_profile(self.profile, self.engine)
         self.clock = 0.0
@@ -146,6 +149,20 @@ class Simulator(Backend):
         self.acc_prob = np.concatenate([self.acc_prob[: self._next_arrival],
                                         fresh[self._next_arrival :]])  # fmt: skip
         self._luck = 1.0 - rng.random(len(self._luck))
+        self._replay_verdicts()
+
+    def replay(self, verdicts: DraftVerdicts | None) -> None:
+        """From the next `start` on, decide the drafts at the positions `verdicts` knows by
+        their measured verdicts (a request set's own luck: `verdicts.py`); None: draw all.
+        The episodes must serve the request set the verdicts were measured on."""
+        self._verdicts = verdicts
+
+    def _replay_verdicts(self) -> None:
+        if self._verdicts is None or not self.requests:
+            return
+        rid, pos, ok = self._verdicts.luck_at(self.requests)
+        # 0 falls under every acceptance probability and 1 under none (they stay inside (0, 1)).
+        self._luck[self._luck_start[rid] + pos] = np.where(ok, 0.0, 1.0)
 
     def reseed(self, seed: int) -> None:
         """Restart the random stream: same seed and workload, same trajectory."""

@@ -17,6 +17,8 @@ from rlspec.calibration.live import LiveMeasurement  # noqa: E402
 from rlspec.perf.fit import TERMS  # noqa: E402
 from rlspec.perf.profile import load_profile  # noqa: E402
 from rlspec.perf.step_time import StepTimeModel  # noqa: E402
+from rlspec.sim.verdicts import DraftVerdicts  # noqa: E402
+from rlspec.workload.request import Request  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 
@@ -69,6 +71,11 @@ def test_quick_calibration_writes_a_loadable_profile(tiny_pair, tmp_path, capsys
     assert len(w.per_request) == 6 and all(len(d) == len(a) > 0 for d, a in w.per_request)
     assert sum(sum(d) for d, _ in w.per_request) == sum(w.counts.drafted)
     assert sum(sum(a) for _, a in w.per_request) == sum(w.counts.accepted)
+    # At a static k every decode step verifies drafts, so each request's steps tile its output
+    # and reveal its verdicts by position (what bench/verdict_replay.py replays).
+    held = [Request(i, 0.0, p, o) for i, (p, o) in enumerate(w.lengths)]
+    verdicts, untiled = DraftVerdicts.from_steps(held, dict(enumerate(w.per_request)))
+    assert untiled == [] and verdicts.revealed >= len(held)
     assert "spread between short's requests" in text
     assert 0.0 < float(prof.sources["acceptance.workload.short.mean"]) < 1.0
     # Saved measurements gain another workload's acceptance with only that run on the engine.
