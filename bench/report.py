@@ -959,6 +959,52 @@ def shape_warmth(d: dict) -> list[str]:
     return [*out, ""]
 
 
+def verdict_replay(d: dict) -> list[str]:
+    w, v, m = d["workload"], d["verdicts"], d["matched_acceptance"]
+    runs = ", ".join(f"static:{k} {r['share']:.4f} ({r['mean_latency_s']:.2f} s)" for k, r in d["live_runs"].items())
+    agree = "; ".join(f"the runs differ on {a['differ']} of the {a['both_revealed']} positions both revealed"
+                      for a in v.get("agreement", []))  # fmt: skip
+    lucks = list(next(iter(d["sim"].values())))
+    out = [
+        f"## A request set's own luck, replayed (`bench/verdict_replay.py`, profile `{d['profile']}`)",
+        "",
+        _env(d),
+        "",
+        f"The live engine served {w['requests']} requests ({w['name']}, {w['knob']} {w['value']:g}) at "
+        + ", ".join(f"static:{k}" for k in d["ks"]) + " with vLLM's per-request draft metrics (verified share, "
+        f"mean latency: {runs}). Their verify steps reveal {v['revealed']} of the {v['positions']} draft verdicts by "
+        f"output position ({v['share_revealed']:.4f} accepted){'; ' + agree if agree else ''}. Each controller "
+        f"then ran in the simulator over {d['sim_seeds']} seeds with the acceptance mean matched to what "
+        f"{m['controller']} verified live ({m['profile_mean']} -> {m['matched_mean']}): *drawn*, every verdict from "
+        "the acceptance model; *replayed*, the request set's own verdicts where known (the first run's where the "
+        "runs differ; *last run first*: the other's; *close calls drawn*: neither, drawn per seed; *N% drawn*: that "
+        f"share of all the verdicts drawn, a different share in each of {d.get('perturb_sets', '-')} sets, each over "
+        f"the same seeds). Mean latency over {d['reference']}'s in the same simulator, and in brackets the lowest and "
+        "highest ratio of one seed (paired); *live* is the same ratio in turns from `bench/turns_bias.py` (rounds of all its results on this "
+        "point pooled, geometric mean +- relative SE).",
+        "",
+        "| controller | " + " | ".join(lucks) + " | mean k drawn / replayed | live in turns (rounds) |",
+        "|---" * (len(lucks) + 3) + "|",
+    ]
+    for c, row in d["sim"].items():
+        live = d["live_turns"].get(c)
+        seen = f"{live['turns']:.3f} +- {live['rel_se']:.3f} ({live['rounds']})" if live and live["rel_se"] else "-"
+        cells = [f"{x['vs_reference']:.3f} ({x['ratio_per_seed']['min']:.3f}-{x['ratio_per_seed']['max']:.3f})"
+                 for x in row.values()]  # fmt: skip
+        k = " / ".join(f"{row[luck]['mean_k']:.2f}" for luck in ("drawn", "replayed"))
+        out.append(f"| {c} | " + " | ".join(cells) + f" | {k} | {seen} |")
+    for a in v.get("agreement", []):
+        reqs = a.get("requests") or []
+        if reqs:
+            out += ["", f"The runs' differences lie in {len(reqs)} requests (id: arrival s, output tokens, positions "
+                    "that differ, first output position whose token differs): "
+                    + "; ".join(f"{r['request_id']}: {r['arrival_s']:.1f} s, {r['output_len']}, {r['differ']}, "
+                                f"{'-' if r.get('text_differs_from') is None else r['text_differs_from']}" for r in reqs)
+                    + ". The target's own greedy text differs between the runs there (batch numerics flip a close "
+                    "token, and the text after it is another text, with its own verdicts)."]  # fmt: skip
+    return [*out, ""]
+
+
 SECTIONS = [
     ("sim_speed", sim_speed),
     ("paper_findings", paper_findings),
@@ -1031,6 +1077,8 @@ SECTIONS = [
     ("drift_robustness-cpu-tiny-amx", drift_robustness),
     ("drift_robustness-cpu-tiny-amx-azure-acceptance", drift_robustness),
     ("step_structure-cpu-tiny-amx-azure-code", step_structure),
+    ("verdict_replay-cpu-tiny-amx-azure-code", verdict_replay),
+    ("verdict_replay-cpu-tiny-amx-azure-code-run2", verdict_replay),
 ]
 
 

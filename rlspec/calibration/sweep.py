@@ -290,6 +290,7 @@ class SweepContext:
         out["mean_latency_s_spread"] = (
             statistics.pstdev(m.mean_latency_s for m, _ in runs) if len(runs) > 1 else 0.0
         )
+        out["mean_latency_s_per_seed"] = [m.mean_latency_s for m, _ in runs]  # for ratios paired by seed
         out["seeds"] = self.sim_seeds
         if keep_requests:
             out["request_logs"] = [e["request_log"] for _, e in runs]

@@ -79,9 +79,12 @@ class DraftVerdicts:
         shapes = tuple((r.prompt_len, r.output_len) for r in requests)
         return cls(shapes, tuple(accepted), tuple(rejected)), untiled
 
-    def merged(self, other: DraftVerdicts) -> tuple[DraftVerdicts, int, int]:
-        """Both runs' verdicts (this one's where they differ), with how many positions both
-        revealed and on how many of those they differ (batch numerics can flip a close call)."""
+    def merged(self, other: DraftVerdicts, differences: str = "first") -> tuple[DraftVerdicts, int, int]:
+        """Both runs' verdicts, with how many positions both revealed and on how many of those
+        they differ (batch numerics can flip a close call). Where they differ: this run's
+        verdict (`differences="first"`), or none (`"drop"`: the simulator draws it)."""
+        if differences not in ("first", "drop"):
+            raise ValueError(f"differences: {differences!r} is not one of ['first', 'drop']")
         if other.shapes != self.shapes:
             raise ValueError("verdicts: cannot merge runs of different request sets")
         accepted, rejected, both, differ = [], [], 0, 0
@@ -92,9 +95,27 @@ class DraftVerdicts:
             both += len(common)
             differ += sum(mine[p] != theirs[p] for p in common)
             merged = {**theirs, **mine}
+            if differences == "drop":
+                for p in common:
+                    if mine[p] != theirs[p]:
+                        del merged[p]
             accepted.append(tuple(sorted(p for p, ok in merged.items() if ok)))
             rejected.append(tuple(sorted(p for p, ok in merged.items() if not ok)))
         return DraftVerdicts(self.shapes, tuple(accepted), tuple(rejected)), both, differ
+
+    def thinned(self, drop: float, seed: int) -> DraftVerdicts:
+        """These verdicts less a random `drop` share of them (each position left out with that
+        probability, seeded), which the simulator then draws: how much an outcome turns on a
+        few verdicts of this request set."""
+        if not 0.0 <= drop <= 1.0:
+            raise ValueError(f"drop: {drop!r} must lie in [0, 1]")
+        rng = np.random.default_rng(seed)
+
+        def keep(ps: tuple[int, ...]) -> tuple[int, ...]:
+            return tuple(p for p, u in zip(ps, rng.random(len(ps)), strict=True) if u >= drop)
+
+        pairs = [(keep(a), keep(r)) for a, r in zip(self.accepted, self.rejected, strict=True)]
+        return DraftVerdicts(self.shapes, tuple(a for a, _ in pairs), tuple(r for _, r in pairs))
 
     @property
     def revealed(self) -> int:

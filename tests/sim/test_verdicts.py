@@ -52,6 +52,12 @@ def test_merge_counts_the_positions_both_runs_revealed_and_keeps_the_first_on_a_
     assert both == 6 and differ == 2  # positions 2 and 3
     assert merged.accepted == ((1, 2, 4, 5, 6),) and merged.rejected == ((3, 7),)
     assert DraftVerdicts.from_json(merged.to_json()) == merged
+    thin = merged.thinned(0.5, seed=0)
+    assert set(thin.accepted[0]) <= set(merged.accepted[0]) and set(thin.rejected[0]) <= set(merged.rejected[0])
+    assert 0 < thin.revealed < merged.revealed and merged.thinned(0.5, seed=0) == thin
+    assert merged.thinned(0.0, seed=1) == merged and merged.thinned(1.0, seed=1).revealed == 0
+    agreed, _, _ = at4.merged(at3, differences="drop")  # close calls left to the simulator's draws
+    assert agreed.accepted == ((1, 4, 5, 6),) and agreed.rejected == ((7,),)
 
 
 def _full_verdicts(reqs: list[Request], seed: int) -> DraftVerdicts:
