@@ -57,6 +57,13 @@ class ScenarioDistribution:
     prompt_mean: Range = field(default_factory=lambda: [256.0, 1024.0])
     output_mean: Range = field(default_factory=lambda: [128.0, 384.0])
     acceptance_mean: Range = field(default_factory=lambda: [0.5, 0.9])
+    # The acceptance mean's change over an episode (end minus start; None: constant). A request
+    # set's acceptance moves as its text does (the Azure code evaluation set verifies 0.45 before
+    # its first burst and 0.33 in its second, notes/calibration.md section 31), and a policy that
+    # never met a moving mean in training reads a slow estimate as the present. When given, the
+    # mean moves linearly by arrival time from the drawn `acceptance_mean` to that plus the drawn
+    # change at the episode's end (kept inside [0.05, 0.95]).
+    acceptance_change: Range | None = None
     gpu_memory_utilization: Range = field(default_factory=lambda: [0.35, 0.9])
     # SpeedDrift field -> [lo, hi]: the simulated host's departure from the profile (domain
     # randomisation); fields left out keep the base scenario's value.
@@ -74,6 +81,10 @@ class ScenarioDistribution:
         for name in ("duration_s", "prompt_mean", "output_mean", "acceptance_mean",
                      "gpu_memory_utilization"):  # fmt: skip
             _check_range_pair(name, getattr(self, name))
+        if self.acceptance_change is not None:
+            _check_range_pair("acceptance_change", self.acceptance_change)
+            if not -1.0 <= self.acceptance_change[0] <= self.acceptance_change[1] <= 1.0:
+                raise ConfigError(f"acceptance_change: {self.acceptance_change} must lie within [-1, 1]")
         allowed = list(SpeedDrift.__dataclass_fields__)
         for name, r in self.speed_drift.items():
             if name not in allowed:
@@ -101,6 +112,9 @@ class ScenarioDistribution:
         if self.load_scale != 1.0:
             workload = workload.at_load(self.load_scale)
         acceptance = dataclasses.replace(base.acceptance, mean=_draw(rng, self.acceptance_mean))
+        if self.acceptance_change is not None:  # drawn only when asked, as speed_drift below
+            end = float(np.clip(acceptance.mean + _draw(rng, self.acceptance_change), 0.05, 0.95))
+            acceptance = dataclasses.replace(acceptance, drift=[(0.0, acceptance.mean), (duration, end)])
         engine = dataclasses.replace(
             base.engine, gpu_memory_utilization=_draw(rng, self.gpu_memory_utilization)
         )

@@ -44,6 +44,24 @@ def test_bad_speed_drift_names_the_field(drift, match):
         dataclasses.replace(load_distribution(CPU_TINY), speed_drift=drift)
 
 
+def test_acceptance_change_moves_the_mean_over_the_episode_and_is_drawn_only_when_asked():
+    plain = load_distribution(CPU_TINY)
+    moving = dataclasses.replace(plain, acceptance_change=[-0.2, 0.1])
+    for i in range(40):
+        sc = moving.sample(np.random.default_rng(i))
+        (t0, start), (t1, end) = sc.acceptance.drift
+        assert t0 == 0.0 and t1 == sc.workload.duration_s and start == sc.acceptance.mean
+        assert 0.05 <= end <= 0.95 and -0.2 - 1e-9 <= end - start <= 0.1 + 1e-9
+        # The simulator draws the episode's requests around the moving mean.
+        sim = make_backend(sc, "sim", seed=i)
+        assert np.allclose(sim._acc.mean_at(np.array([0.0, t1])), [start, end])
+        # Everything else is drawn as without it: the change is drawn last.
+        same = plain.sample(np.random.default_rng(i))
+        assert same.acceptance.drift == [] and same.replace(acceptance=sc.acceptance) == sc
+    with pytest.raises(ConfigError, match="acceptance_change"):
+        dataclasses.replace(plain, acceptance_change=[-2.0, 0.0])
+
+
 def test_a_live_engine_refuses_a_speed_drift_before_starting():
     sc = load_scenario(ROOT / "envs/live/tiny-poisson.yaml").replace(speed_drift=SpeedDrift(scale=1.2))
     with pytest.raises(ConfigError, match="speed_drift applies to the simulator"):
