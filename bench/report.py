@@ -972,8 +972,10 @@ def verdict_replay(d: dict) -> list[str]:
         "",
         f"The live engine served {w['requests']} requests ({w['name']}, {w['knob']} {w['value']:g}) at "
         + ", ".join(f"static:{k}" for k in d["ks"]) + " with vLLM's per-request draft metrics (verified share, "
-        f"mean latency: {runs}). Their verify steps reveal {v['revealed']} of the {v['positions']} draft verdicts by "
-        f"output position ({v['share_revealed']:.4f} accepted){'; ' + agree if agree else ''}. Each controller "
+        f"mean latency: {runs}). Their verify steps reveal {v.get('revealed_in_output', v['revealed'])} of the outputs' "
+        f"{v['positions']} draft verdicts by output position, and {v['revealed'] - v.get('revealed_in_output', v['revealed'])} "
+        f"past the outputs' ends, which a request's last step drafts and the engine verifies ({v['share_revealed']:.4f} "
+        f"accepted){'; ' + agree if agree else ''}. Each controller "
         f"then ran in the simulator over {d['sim_seeds']} seeds with the acceptance mean matched to what "
         f"{m['controller']} verified live ({m['profile_mean']} -> {m['matched_mean']}): *drawn*, every verdict from "
         "the acceptance model; *replayed*, the request set's own verdicts where known (the first run's where the "

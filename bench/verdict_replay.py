@@ -105,7 +105,10 @@ def verdicts_of(requests, runs: dict[str, dict], differences: str = "first") -> 
     if merged is None:
         raise SystemExit("--ks: no runs to read verdicts from")
     positions = sum(max(o - 1, 0) for _, o in merged.shapes)
-    facts.update(revealed=merged.revealed, positions=positions, share_revealed=round(merged.share, 4))
+    inside = sum(p < o for (_, o), acc, rej in zip(merged.shapes, merged.accepted, merged.rejected, strict=True)
+                 for p in (*acc, *rej))  # fmt: skip
+    facts.update(revealed=merged.revealed, positions=positions, revealed_in_output=inside,
+                 share_revealed=round(merged.share, 4))  # fmt: skip
     return merged, facts
 
 
@@ -232,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runs = measure_steps(sc, requests, ks)
     verdicts, facts = verdicts_of(requests, runs)
-    print(f"verdicts at {facts['revealed']} of {facts['positions']} positions "
-          f"({facts['share_revealed']:.4f} accepted); agreement {facts.get('agreement')}", flush=True)  # fmt: skip
+    print(f"verdicts at {facts['revealed_in_output']} of the outputs' {facts['positions']} positions and "
+          f"{facts['revealed'] - facts['revealed_in_output']} past their ends ({facts['share_revealed']:.4f} accepted); "
+          f"agreement {facts.get('agreement')}", flush=True)  # fmt: skip
     replays: dict[str, list] = {"drawn": [None], "replayed": [verdicts]}
     if len(runs) > 1:  # where the runs differ (close calls): the other run's verdicts, or drawn ones
         replays["replayed, last run first"] = [verdicts_of(requests, dict(reversed(list(runs.items()))))[0]]

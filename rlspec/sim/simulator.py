@@ -160,7 +160,7 @@ class Simulator(Backend):
     def _replay_verdicts(self) -> None:
         if self._verdicts is None or not self.requests:
             return
-        rid, pos, ok = self._verdicts.luck_at(self.requests)
+        rid, pos, ok = self._verdicts.luck_at(self.requests, self.k_max)
         # 0 falls under every acceptance probability and 1 under none (they stay inside (0, 1)).
         self._luck[self._luck_start[rid] + pos] = np.where(ok, 0.0, 1.0)
 
@@ -483,7 +483,10 @@ class Simulator(Backend):
         else:
             gap = 0.0
         n_arr, _ = self._arrive_until(self.clock)
-        return self._snapshot(gap, 0, 0, 0, 0, 0, 0, 0, n_arr, 0, 0, 0.0, 0, (), ())
+        # The k in force, as the live backend reports it: an idle engine keeps its draft length,
+        # and a controller reading "k in use" after a pause must see what it will run at.
+        k = self._want.k if self.drafter is DrafterState.RESIDENT else 0
+        return self._snapshot(gap, 0, 0, 0, k, 0, 0, 0, n_arr, 0, 0, 0.0, 0, (), ())
 
     def _snapshot(
         self,

@@ -15,7 +15,9 @@ step verifies drafts, so the steps tile the output: the first verifies the draft
 after the prefill sampled token 0, and a step at `g` tokens generated that accepts `a` of `d`
 reveals positions g..g+a-1 accepted and g+a rejected (if a < d), then moves to g + a + 1.
 A request whose steps do not tile its output (a preemption recomputes a step without drafts)
-is left out rather than misaligned.
+is left out rather than misaligned. A request's last step drafts past its output's end (vLLM
+schedules whole drafts) and the target verifies those drafts too: their verdicts are kept, as
+they move what the engine reports as acceptance (with outputs of a few tokens, a large share).
 """
 
 from __future__ import annotations
@@ -47,10 +49,9 @@ class DraftVerdicts:
         for rid, (acc, rej) in enumerate(zip(self.accepted, self.rejected, strict=True)):
             if set(acc) & set(rej):
                 raise ValueError(f"verdicts: request {rid} has positions both accepted and rejected")
-            out = self.shapes[rid][1]
-            if any(not 1 <= p < out for p in (*acc, *rej)):
-                raise ValueError(f"verdicts: request {rid} has a position outside 1..{out - 1} "
-                                 "(drafts follow the first output token and end with the output)")  # fmt: skip
+            if any(p < 1 for p in (*acc, *rej)):
+                raise ValueError(f"verdicts: request {rid} has a position below 1 (drafts follow the "
+                                 "first output token, which the prefill samples)")  # fmt: skip
 
     @classmethod
     def from_steps(cls, requests: Sequence[Request], steps: Mapping[int, Steps]) -> tuple[DraftVerdicts, list[int]]:
@@ -74,8 +75,8 @@ class DraftVerdicts:
             if r.output_len > 1 and not (last < r.output_len <= g):  # the last step ends the output
                 untiled.append(r.request_id)
                 acc, rej = [], []
-            accepted.append(tuple(p for p in acc if p < r.output_len))
-            rejected.append(tuple(p for p in rej if p < r.output_len))
+            accepted.append(tuple(acc))
+            rejected.append(tuple(rej))
         shapes = tuple((r.prompt_len, r.output_len) for r in requests)
         return cls(shapes, tuple(accepted), tuple(rejected)), untiled
 
@@ -127,9 +128,10 @@ class DraftVerdicts:
         verifies past a rejection only in other steps)."""
         return sum(map(len, self.accepted)) / max(self.revealed, 1)
 
-    def luck_at(self, requests: Sequence[Request]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(request index, output position, accepted) of every known verdict, for an episode
-        of `requests`, which must be the request set the verdicts were measured on."""
+    def luck_at(self, requests: Sequence[Request], k_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(request index, output position, accepted) of every known verdict an engine drafting
+        up to `k_max` tokens can meet, for an episode of `requests`, which must be the request
+        set the verdicts were measured on."""
         shapes = tuple((r.prompt_len, r.output_len) for r in requests)
         if shapes != self.shapes:
             first = next((i for i, (a, b) in enumerate(zip(shapes, self.shapes, strict=False)) if a != b),
@@ -140,7 +142,10 @@ class DraftVerdicts:
         rid = np.repeat(np.arange(len(shapes)), [len(a) + len(r) for a, r in pairs])
         pos = np.array([p for a, r in pairs for p in (*a, *r)], dtype=np.int64)
         ok = np.array([v for a, r in pairs for v in (*(True,) * len(a), *(False,) * len(r))], dtype=bool)
-        return rid, pos, ok
+        # A request's last step drafts past its output's end (vLLM does not shorten it) and
+        # its verdicts there count as any; positions past the longest draft are never met.
+        meets = pos < np.array([o for _, o in shapes], dtype=np.int64)[rid] + k_max
+        return rid[meets], pos[meets], ok[meets]
 
     def to_json(self) -> dict[str, Any]:
         return {"shapes": [list(s) for s in self.shapes], "accepted": [list(a) for a in self.accepted],

@@ -267,6 +267,29 @@ def test_clock_is_monotone_and_idle_jumps_to_next_arrival(make_sim):
     assert recs[0].finish_s < 1.0
 
 
+def test_an_idle_jump_reports_the_k_in_force_as_the_live_backend_does(make_sim):
+    # A controller reading "k in use" (the k_frac feature) after a pause must see the draft
+    # length the engine will run at, live and simulated alike (it read 0 in the simulator
+    # only, and a policy trained there decided every burst's first step on another state).
+    sim = make_sim()
+    sim.start([Request(0, 0.0, 50, 3), Request(1, 100.0, 50, 3)])
+    sim.set_action(Action(k=3))
+    idle = []
+    while not sim.finished:
+        s = sim.step()
+        if not s.num_scheduled_tokens:
+            idle.append(s)
+    assert len(idle) == 1 and idle[0].clock_s == 100.0 and idle[0].k == 3
+    sim.start([Request(0, 0.0, 50, 3), Request(1, 100.0, 50, 3)])
+    sim.set_action(OFFLOAD)
+    idle = []
+    while not sim.finished:
+        s = sim.step()
+        if not s.num_scheduled_tokens and s.drafter is DrafterState.OFFLOADED:
+            idle.append(s)
+    assert idle and all(s.k == 0 for s in idle)  # no drafter, no drafts
+
+
 def test_rejects_unsorted_or_empty_requests(make_sim):
     from rlspec.workload import Request
 

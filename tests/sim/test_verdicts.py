@@ -39,7 +39,10 @@ def test_steps_that_do_not_tile_the_output_are_left_out():
     assert untiled == [0]
     assert v.accepted[0] == () and v.rejected[0] == ()
     assert v.accepted[1] == (1, 2, 3, 4, 6) and v.rejected[1] == (7,)
-    assert v.accepted[2] == (1, 2, 3, 4)  # the last step may draft past the output's end
+    # The last step drafts past the output's end (vLLM keeps whole drafts): those verdicts count.
+    assert v.accepted[2] == (1, 2, 3, 4)
+    past, _ = DraftVerdicts.from_steps(_requests([3]), {0: ((4,), (2,))})
+    assert past.accepted == ((1, 2),) and past.rejected == ((3,),)
     with pytest.raises(ValueError, match="0 <= accepted <= drafted"):
         DraftVerdicts.from_steps(reqs[:1], {0: ((2,), (3,))})
 
@@ -60,11 +63,12 @@ def test_merge_counts_the_positions_both_runs_revealed_and_keeps_the_first_on_a_
     assert agreed.accepted == ((1, 4, 5, 6),) and agreed.rejected == ((7,),)
 
 
-def _full_verdicts(reqs: list[Request], seed: int) -> DraftVerdicts:
+def _full_verdicts(reqs: list[Request], seed: int, k_max: int) -> DraftVerdicts:
+    """A verdict at every position an engine drafting up to `k_max` tokens can meet."""
     rng = np.random.default_rng(seed)
     acc, rej = [], []
     for r in reqs:
-        ok = rng.random(max(r.output_len - 1, 0)) < 0.6
+        ok = rng.random(r.output_len + k_max - 1) < 0.6
         acc.append(tuple(p for p, x in enumerate(ok, 1) if x))
         rej.append(tuple(p for p, x in enumerate(ok, 1) if not x))
     return DraftVerdicts(tuple((r.prompt_len, r.output_len) for r in reqs), tuple(acc), tuple(rej))
@@ -78,10 +82,8 @@ def _latency(spec: str, reqs: list[Request], seed: int, verdicts: DraftVerdicts 
 
 def test_verdicts_at_every_position_make_the_episode_independent_of_the_drawn_luck():
     reqs = _requests([int(x) for x in np.random.default_rng(1).integers(2, 60, 24)])
-    verdicts = _full_verdicts(reqs, seed=2)
-    # Controllers that read no acceptance: a request's last step may draft past its output,
-    # where no run reveals a verdict, and what it accepts there moves an acceptance estimate.
-    for spec in ("static:3", "static:1", "cycle:1/4/2"):
+    verdicts = _full_verdicts(reqs, seed=2, k_max=SCENARIO.engine.k_max)
+    for spec in ("static:3", "static:1", "cycle:1/4/2", "goodput"):
         assert _latency(spec, reqs, 0) != _latency(spec, reqs, 1), spec
         assert _latency(spec, reqs, 0, verdicts) == _latency(spec, reqs, 1, verdicts), spec
 
@@ -115,6 +117,6 @@ def test_rejections_everywhere_accept_nothing_and_survive_a_redraw(make_sim):
 def test_verdicts_of_another_request_set_are_refused(make_sim):
     reqs = _requests([10, 12])
     sim = make_sim()
-    sim.replay(_full_verdicts(reqs, 0))
+    sim.replay(_full_verdicts(reqs, 0, k_max=4))
     with pytest.raises(ValueError, match="another request set .* first difference at request 1"):
         sim.start(_requests([10, 13]))
