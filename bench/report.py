@@ -990,11 +990,20 @@ def verdict_replay(d: dict) -> list[str]:
     ]
     for c, row in d["sim"].items():
         live = d["live_turns"].get(c)
-        seen = f"{live['turns']:.3f} +- {live['rel_se']:.3f} ({live['rounds']})" if live and live["rel_se"] else "-"
+        seen = f"{live['turns']:.3f} +- {live['rel_se']:.3f} ({live['rounds']})" if live and live.get("rel_se") else "-"
         cells = [f"{x['vs_reference']:.3f} ({x['ratio_per_seed']['min']:.3f}-{x['ratio_per_seed']['max']:.3f})"
                  for x in row.values()]  # fmt: skip
         k = " / ".join(f"{row[luck]['mean_k']:.2f}" for luck in ("drawn", "replayed"))
         out.append(f"| {c} | " + " | ".join(cells) + f" | {k} | {seen} |")
+    ref, ref_live = d["sim"][d["reference"]], d["live_turns"].get(d["reference"], {}).get("mean_latency_s")
+    out += ["", f"{d['reference']}'s own mean latency, s: " + ", ".join(f"{luck} {x['mean_latency_s']:.2f}"
+                                                                  for luck, x in ref.items())
+            + (f"; live in turns {ref_live:.2f}" if ref_live else "") + "."]  # fmt: skip
+    if d.get("priced_by_size"):
+        out[-1] += (" *Priced by size*: the simulator's clock (not the controllers' cost model) multiplies each "
+                    "step by measured over predicted time for its band of tokens scheduled, pooled over every step "
+                    "in turns of the live A/Bs: " + ", ".join(f"{b} {f:.3f}" for b, f in d["priced_by_size"].items())
+                    + ".")  # fmt: skip
     for a in v.get("agreement", []):
         reqs = a.get("requests") or []
         if reqs:

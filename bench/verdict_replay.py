@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import statistics
@@ -45,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from drift_robustness import matched_acceptance  # noqa: E402
 from fidelity import WORKLOADS  # noqa: E402
 from sim_to_real import open_context  # noqa: E402
+from turns_bias import BAND_NAMES, BANDS  # noqa: E402
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
 from rlspec.calibration.matching import tallied_episode  # noqa: E402
@@ -129,11 +131,35 @@ def merged_one(a: DraftVerdicts, b: DraftVerdicts, i: int) -> tuple[DraftVerdict
     return one(a).merged(one(b))
 
 
+def priced_by_size(names: list[str], workload: dict) -> dict[str, float] | None:
+    """Measured over predicted step time by band of tokens scheduled (`turns_bias.by_band`),
+    pooled over every controller's steps in turns in results `names` on the same point."""
+    if not names:
+        return None
+    sums: dict[str, list[float]] = {}
+    for name in names:
+        d = json.loads((ROOT / "results" / f"{name}.json").read_text())
+        if "by_band" not in d or d["workload"]["name"] != workload["name"] or d["workload"]["value"] != workload["value"]:
+            raise SystemExit(f"--price-by-size: results/{name}.json has no by_band of {workload['name']} at "
+                             f"{workload['value']:g} (run turns_bias with --iterations)")  # fmt: skip
+        for cells in d["by_band"]["turns"].values():
+            for band, v in cells.items():
+                acc = sums.setdefault(band, [0.0, 0.0])
+                acc[0] += v["measured_s"]
+                acc[1] += v["predicted_s"]
+    missing = [b for b in BAND_NAMES if b not in sums]
+    if missing:
+        raise SystemExit(f"--price-by-size: no steps in bands {missing}")
+    return {b: round(sums[b][0] / sums[b][1], 4) for b in BAND_NAMES}
+
+
 def pooled_live(names: list[str], workload: dict, reference: str) -> dict[str, dict]:
     """Each controller's live latency over the reference in turns, from turns_bias results on
-    the same point (every round of every result, geometric mean and its relative SE)."""
+    the same point (every round of every result, geometric mean and its relative SE), and the
+    reference's own mean latency there."""
     per: dict[str, list[float]] = {}
     sources: dict[str, list[str]] = {}
+    ref_s: list[float] = []
     for name in names:
         path = ROOT / "results" / f"{name}.json"
         if not path.is_file():
@@ -147,7 +173,11 @@ def pooled_live(names: list[str], workload: dict, reference: str) -> dict[str, d
                              f"not / {reference} on {workload}")  # fmt: skip
         per.setdefault(d["b"], []).extend(r["turns_b_over_a"]["mean_latency_s"] for r in d["rounds"])
         sources.setdefault(d["b"], []).append(name)
-    out = {}
+        ref_s.extend(e["mean_latency_s"] for r in d["rounds"] for e in r["turns"] if e["controller"] == reference)
+    out: dict[str, dict] = {}
+    if ref_s:  # the reference's own episodes in turns: the simulator's absolute latency beside them
+        out[reference] = {"mean_latency_s": round(math.exp(statistics.fmean(math.log(x) for x in ref_s)), 4),
+                          "episodes": len(ref_s)}  # fmt: skip
     for c, xs in per.items():
         logs = [math.log(x) for x in xs]
         se = statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else None
@@ -157,21 +187,28 @@ def pooled_live(names: list[str], workload: dict, reference: str) -> dict[str, d
 
 
 def replay(ctx, sc, verdicts: dict[str, list[DraftVerdicts | None]], reference: str, share: float,
-           controllers: list[str]) -> tuple[dict, dict]:  # fmt: skip
+           controllers: list[str], by_size: dict[str, float] | None = None) -> tuple[dict, dict]:  # fmt: skip
     """Each controller in the matched simulator with each of `verdicts` (by name: one or more
-    sets, each run over the context's seeds and pooled; None: drawn luck)."""
+    sets, each run over the context's seeds and pooled; None: drawn luck); with `by_size` (band
+    name -> factor), each again on a clock that prices steps by size so."""
     acc = matched_acceptance(ctx, sc, reference, share)
     at = sc.replace(acceptance=acc)
+    clocks = {"": at}
+    if by_size:
+        bands = tuple((lo, by_size[name]) for lo, name in zip((0, *BANDS), BAND_NAMES, strict=True))
+        clocks[", priced by size"] = at.replace(speed_drift=dataclasses.replace(at.speed_drift, by_tokens=bands))
     matched = {"controller": reference, "live_share": share, "profile_mean": sc.acceptance.mean,
                "matched_mean": acc.mean}  # fmt: skip
     print(f"{reference} verified {share:.4f} live: acceptance mean {sc.acceptance.mean} -> {acc.mean}", flush=True)
     sims: dict[str, dict] = {}
     for c in tqdm(controllers, desc="replay", unit="controller", dynamic_ncols=True):
         row = {}
-        for luck, sets in verdicts.items():
-            rs = [ctx.run_sim(at, c, verdicts=v) for v in sets]
+        for (clock, scenario), (luck, sets) in itertools.product(clocks.items(), verdicts.items()):
+            if clock and luck not in ("drawn", "replayed"):
+                continue  # the other replays are the replay's own uncertainty: once is enough
+            rs = [ctx.run_sim(scenario, c, verdicts=v) for v in sets]
             per_seed = [x for r in rs for x in r["mean_latency_s_per_seed"]]
-            row[luck] = {"mean_latency_s": statistics.fmean(per_seed), "per_seed_s": per_seed,
+            row[luck + clock] = {"mean_latency_s": statistics.fmean(per_seed), "per_seed_s": per_seed,
                          "mean_k": statistics.fmean(r["mean_k"] for r in rs),
                          "share": sum(r["accepted"] for r in rs) / sum(r["drafted"] for r in rs)}  # fmt: skip
         sims[controller_name(c)] = row
@@ -202,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="also replay with this share of the verdicts drawn instead (0: not; default: %(default)s)")
     ap.add_argument("--perturb-sets", type=int, default=8, help="different random sets of them (default: %(default)s)")
     ap.add_argument("--live", default=",".join(LIVE), help="turns_bias results on the same point ('' for none)")
+    ap.add_argument("--price-by-size", default=",".join(n for n in LIVE if n.endswith(("requests", "decisions", "static2",
+                                                                                      "cycle"))),
+                    help="turns_bias results with logged iterations: also run every controller on a clock that "
+                         "prices steps by size as their steps in turns read ('' for not)")  # fmt: skip
     ap.add_argument("--from-verdicts", default=None, metavar="NAME",
                     help="take the measured steps from results/NAME.json instead of serving (no engine)")  # fmt: skip
     ap.add_argument("--out", default=None, metavar="NAME")
@@ -245,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.perturb:  # a few verdicts of this set drawn instead, a different few per set
         replays[f"replayed, {args.perturb:.0%} drawn"] = [verdicts.thinned(args.perturb, seed)
                                                           for seed in range(args.perturb_sets)]  # fmt: skip
-    sims, matched = replay(ctx, sc, replays, args.reference, runs[ref_k]["share"], controllers)
+    by_size = priced_by_size([n for n in args.price_by_size.split(",") if n], workload)
+    sims, matched = replay(ctx, sc, replays, args.reference, runs[ref_k]["share"], controllers, by_size)
     for c, row in sims.items():
         seen = live.get(c, {}).get("turns")
         print(f"{c:<55} " + "  ".join(f"{luck} {v['vs_reference']:.3f}" for luck, v in row.items())
@@ -254,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": args.profile, "workload": workload, "ks": ks, "reference": args.reference,
         "sim_seeds": args.sim_seeds, "perturb": args.perturb, "perturb_sets": args.perturb_sets, "wall_s": round(time.perf_counter() - t0, 1),
         "engine_args": DETAILED, "verdicts": facts, "matched_acceptance": matched,
-        "sim": sims, "live_turns": live,
+        "priced_by_size": by_size, "sim": sims, "live_turns": live,
         "live_runs": runs,
     })  # fmt: skip
     return 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlspec.config import check_range
+from rlspec.config import ConfigError, check_range
 from rlspec.perf.profile import Profile
 
 
@@ -40,11 +40,33 @@ class SpeedDrift:
     scale: float = 1.0  # every pass and drafter transfer takes this times the profile's time
     draft_scale: float = 1.0  # drafter passes, on top of `scale`
     overhead_s: float = 0.0  # added to every busy iteration
+    # ((lower, factor), ...) by increasing `lower`, the first 0: an iteration scheduling at least
+    # `lower` tokens (and fewer than the next band's) takes `factor` times, on top of the rest. Serving
+    # prices a step's size otherwise than calibration's probes do (live Azure code steps of
+    # under 64 tokens ran 1.08-1.16x the profile, those of 2,000+ 0.87-0.91x; `by_band` of
+    # bench/turns_bias.py); () charges every size alike.
+    by_tokens: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         check_range("speed_drift.scale", self.scale, lo=0.1, hi=10.0)
         check_range("speed_drift.draft_scale", self.draft_scale, lo=0.1, hi=10.0)
         check_range("speed_drift.overhead_s", self.overhead_s, lo=0.0, hi=10.0)
+        bands = tuple((int(u), float(f)) for u, f in self.by_tokens)
+        object.__setattr__(self, "by_tokens", bands)  # YAML gives lists
+        lows = [lo for lo, _ in bands]
+        if bands and (lows != sorted(set(lows)) or lows[0] != 0):
+            raise ConfigError(f"speed_drift.by_tokens: lower bounds {lows} must start at 0 and increase")
+        for i, (_, f) in enumerate(bands):
+            check_range(f"speed_drift.by_tokens[{i}].factor", f, lo=0.1, hi=10.0)
+
+    def size_factor(self, tokens: int) -> float:
+        """The factor of an iteration scheduling `tokens` tokens (1 without bands)."""
+        factor = 1.0
+        for lower, f in self.by_tokens:
+            if tokens < lower:
+                break
+            factor = f
+        return factor
 
 
 NO_DRIFT = SpeedDrift()
@@ -147,7 +169,8 @@ class StepTimeModel:
             if proposes:
                 d += self._propose_s
             t += self._draft_scale * d
-        return self._extra_s + self._scale * t  # exactly t without drift
+        t = self._extra_s + self._scale * t  # exactly t without drift
+        return t * self.drift.size_factor(new_tokens) if self.drift.by_tokens else t
 
     def decode_step(self, batch: int, k: int, context_per_req: float, resident: bool) -> float:
         """Step time of a pure-decode iteration: what analytical controllers optimise."""

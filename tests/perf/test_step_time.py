@@ -137,3 +137,16 @@ def test_a_fitted_prefill_pair_term_charges_prefill_and_leaves_decode_alone(h100
         a.iteration(2, 1, 1024, 300, True) + 2e-8 * pairs
     )
     assert b.decode_step(8, 3, 500.0, True) == a.decode_step(8, 3, 500.0, True)
+
+
+def test_pricing_by_size_multiplies_each_band_and_leaves_controllers_the_profile(h100):
+    bands = SpeedDrift(by_tokens=((0, 1.1), (64, 1.0), (2000, 0.9)))
+    plain, sized = StepTimeModel(h100), StepTimeModel(h100, bands)
+    # 8 decodes at k=3: 32 tokens; 8 decodes with 1,000 prefill tokens; with 2,100.
+    for args, factor in (((8, 3, 0, 4000, True), 1.1), ((8, 3, 1000, 4000, True), 1.0),
+                         ((8, 3, 2100, 4000, True), 0.9)):  # fmt: skip
+        assert sized.iteration(*args) == pytest.approx(factor * plain.iteration(*args))
+    assert bands.size_factor(63) == 1.1 and bands.size_factor(64) == 1.0 and bands.size_factor(10**6) == 0.9
+    assert SpeedDrift(by_tokens=[[0, 1.2]]).by_tokens == ((0, 1.2),)  # as YAML gives it
+    with pytest.raises(ConfigError, match="start at 0 and increase"):
+        SpeedDrift(by_tokens=((64, 1.0), (0, 1.1)))
