@@ -1004,6 +1004,12 @@ def verdict_replay(d: dict) -> list[str]:
                     "step by measured over predicted time for its band of tokens scheduled, pooled over every step "
                     "in turns of the live A/Bs: " + ", ".join(f"{b} {f:.3f}" for b, f in d["priced_by_size"].items())
                     + ".")  # fmt: skip
+    for c, a in (d.get("decision_agreement") or {}).items():
+        spans = [k for k in a if k != "live_episodes"]
+        out += ["", f"Decisions of {c}: the share of its live decisions ({a['live_episodes']} episodes with "
+                "`--decisions`) whose nearest simulated decision in time (within 0.5 s) chose the same k, "
+                + "; ".join(f"{span}: drawn {a[span]['drawn']:.2f}, replayed {a[span]['replayed']:.2f}, live "
+                            f"episodes against each other {a[span]['live vs live']:.2f}" for span in spans) + "."]
     for a in v.get("agreement", []):
         reqs = a.get("requests") or []
         if reqs:

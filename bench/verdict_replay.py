@@ -38,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from common import ROOT, controller_name, write_result
 from tqdm import tqdm
 
@@ -49,7 +50,7 @@ from sim_to_real import open_context  # noqa: E402
 from turns_bias import BAND_NAMES, BANDS  # noqa: E402
 
 import rlspec.engines.vllm  # noqa: E402,F401  (Intel OpenMP before vLLM)
-from rlspec.calibration.matching import tallied_episode  # noqa: E402
+from rlspec.calibration.matching import DECISION_FIELDS, tallied_episode  # noqa: E402
 from rlspec.control.registry import make_controller  # noqa: E402
 from rlspec.engines.factory import make_backend  # noqa: E402
 from rlspec.sim.verdicts import DraftVerdicts  # noqa: E402
@@ -225,6 +226,55 @@ def replay(ctx, sc, verdicts: dict[str, list[DraftVerdicts | None]], reference: 
     return sims, matched
 
 
+def live_decisions(names: list[str], reference: str) -> dict[str, list[list]]:
+    """Each controller's live decision logs (turns and alone) in turns_bias results kept with
+    `--decisions`, by controller."""
+    out: dict[str, list[list]] = {}
+    for name in names:
+        d = json.loads((ROOT / "results" / f"{name}.json").read_text())
+        if "decision_fields" not in d:
+            continue
+        if d["decision_fields"] != list(DECISION_FIELDS):
+            raise SystemExit(f"--live: results/{name}.json logged decisions as {d['decision_fields']}")
+        out.setdefault(d["b"], []).extend(e["decision_log"] for r in d["rounds"] for way in ("turns", "alone")
+                                          for e in r[way] if e["controller"] == d["b"])  # fmt: skip
+    return out
+
+
+def _agreement(a_logs: list[list], b_logs: list[list], pairs, before_s: float | None, tol_s: float) -> float | None:
+    """Share of the decisions of `a` (before `before_s`) whose nearest decision of `b` in time,
+    within `tol_s`, chose the same k, over the (a, b) log pairs `pairs` yields."""
+    at_k, at_clock = DECISION_FIELDS.index("k"), DECISION_FIELDS.index("clock_s")
+    same = total = 0
+    for a, b in pairs(a_logs, b_logs):
+        clocks = np.array([x[at_clock] for x in b])
+        for x in a:
+            if before_s is not None and x[at_clock] >= before_s:
+                continue
+            j = int(np.abs(clocks - x[at_clock]).argmin())
+            same += int(abs(clocks[j] - x[at_clock]) <= tol_s and b[j][at_k] == x[at_k])
+            total += 1
+    return round(same / total, 4) if total else None
+
+
+def decision_agreement(ctx, scenario, controller: str, replays: dict[str, list], logs: list[list],
+                       first_burst_s: float, tol_s: float = 0.5) -> dict:  # fmt: skip
+    """How often the simulator's controller chose the k live chose: each live decision against
+    the simulator's nearest one in time (within `tol_s`, else a miss), under each kind of luck,
+    over the whole episode and before `first_burst_s`; beside it, live episodes against each
+    other (the same controller agrees with itself only so far once timings part)."""
+    out: dict = {"live_episodes": len(logs)}
+    for span, before in (("all", None), (f"before {first_burst_s:g} s", first_burst_s)):
+        row = {}
+        for luck in ("drawn", "replayed"):
+            sim_logs = ctx.run_sim(scenario, controller, keep_decisions=True,
+                                   verdicts=replays[luck][0])["decision_logs"]  # fmt: skip
+            row[luck] = _agreement(logs, sim_logs, itertools.product, before, tol_s)
+        row["live vs live"] = _agreement(logs, logs, lambda a, _: itertools.combinations(a, 2), before, tol_s)
+        out[span] = row
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu-tiny-amx")
@@ -243,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                                       "cycle"))),
                     help="turns_bias results with logged iterations: also run every controller on a clock that "
                          "prices steps by size as their steps in turns read ('' for not)")  # fmt: skip
+    ap.add_argument("--first-burst-s", type=float, default=100.0,
+                    help="decisions before this time are also compared apart (default: %(default)s, the Azure "
+                         "trace's first burst at x0.735)")  # fmt: skip
     ap.add_argument("--from-verdicts", default=None, metavar="NAME",
                     help="take the measured steps from results/NAME.json instead of serving (no engine)")  # fmt: skip
     ap.add_argument("--out", default=None, metavar="NAME")
@@ -288,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
                                                           for seed in range(args.perturb_sets)]  # fmt: skip
     by_size = priced_by_size([n for n in args.price_by_size.split(",") if n], workload)
     sims, matched = replay(ctx, sc, replays, args.reference, runs[ref_k]["share"], controllers, by_size)
+    at = sc.replace(acceptance=dataclasses.replace(sc.acceptance, mean=matched["matched_mean"]))
+    logged = live_decisions([n for n in args.live.split(",") if n], args.reference)
+    agreement = {c: decision_agreement(ctx, at, c, replays, logged[controller_name(c)], args.first_burst_s)
+                 for c in controllers if logged.get(controller_name(c))}  # fmt: skip
+    for c, a in agreement.items():
+        print(f"{c}: decisions as live's {a}")
     for c, row in sims.items():
         seen = live.get(c, {}).get("turns")
         print(f"{c:<55} " + "  ".join(f"{luck} {v['vs_reference']:.3f}" for luck, v in row.items())
@@ -296,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": args.profile, "workload": workload, "ks": ks, "reference": args.reference,
         "sim_seeds": args.sim_seeds, "perturb": args.perturb, "perturb_sets": args.perturb_sets, "wall_s": round(time.perf_counter() - t0, 1),
         "engine_args": DETAILED, "verdicts": facts, "matched_acceptance": matched,
-        "priced_by_size": by_size, "sim": sims, "live_turns": live,
+        "priced_by_size": by_size, "sim": sims, "live_turns": live, "decision_agreement": agreement,
         "live_runs": runs,
     })  # fmt: skip
     return 0
