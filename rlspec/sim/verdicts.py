@@ -1,9 +1,10 @@
 """Measured draft verdicts, replayed as the simulator's luck.
 
 With greedy sampling, whether the draft at a request's output position matches the target's
-token is a property of the text, not of the draft length or the batch: the drafter proposes
-from the target's own prefix (an accepted draft is the target's token), so every k meets the
-same verdict at the same position. The simulator draws that verdict from the acceptance model
+token is a property of the text, not of the draft length: the drafter proposes from the
+target's own prefix (an accepted draft is the target's token), so every k meets the same
+verdict at the same position. (Batch numerics can flip a close greedy token, after which the
+text itself differs: 1-5 of 120 Azure code requests between two serves, `bench/verdict_replay.py`.) The simulator draws that verdict from the acceptance model
 (`Simulator._luck`, keyed by request and output position); a request set has its own order of
 easy and hard stretches, which fresh draws do not reproduce, and a controller that tracks
 acceptance answers that order. Replaying the verdicts a live engine revealed puts the request
