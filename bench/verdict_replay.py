@@ -56,11 +56,15 @@ from rlspec.engines.factory import make_backend  # noqa: E402
 from rlspec.sim.verdicts import DraftVerdicts  # noqa: E402
 
 POLICY = "policy:checkpoints/cpu-tiny-amx-refit-oracle-ppo"
-CONTROLLERS = ["static:3", "static:2", "static:4", "goodput", "cycle:2/2/2/3/3/3", POLICY]
+# Trained on the simulator with the idle k fixed, on the refit's distribution and with the
+# acceptance mean moving within episodes (notes/calibration.md section 32).
+RETRAINED = ["policy:checkpoints/cpu-tiny-amx-idlefix-oracle-ppo", "policy:checkpoints/cpu-tiny-amx-moving-oracle-ppo"]
+CONTROLLERS = ["static:3", "static:2", "static:4", "goodput", "cycle:2/2/2/3/3/3", POLICY, *RETRAINED]
 LIVE = ["turns_bias-cpu-tiny-amx-azure-policy", "turns_bias-cpu-tiny-amx-azure-policy-turn5",
         "turns_bias-cpu-tiny-amx-azure-policy-iters", "turns_bias-cpu-tiny-amx-azure-policy-requests",
         "turns_bias-cpu-tiny-amx-azure-policy-decisions", "turns_bias-cpu-tiny-amx-azure-static2",
-        "turns_bias-cpu-tiny-amx-azure-cycle"]  # fmt: skip
+        "turns_bias-cpu-tiny-amx-azure-cycle", "turns_bias-cpu-tiny-amx-azure-moving",
+        "turns_bias-cpu-tiny-amx-azure-moving-run2"]  # fmt: skip
 DETAILED = {"per_request_spec_decode_metrics": "detailed"}  # vLLM's per-request verify steps
 
 
