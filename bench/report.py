@@ -892,6 +892,11 @@ def _turns_by_band(d: dict) -> list[str]:
             for c in names:
                 cells.append(_vs_profile_cell(bands.get(way, {}).get(c, {}).get(k)))
         out.append(f"| {k} | " + " | ".join(cells) + " |")
+    wb = d.get("within_band")
+    if wb:
+        out += ["", "B's steps in turns at each k against A's steps of the same band (`within_band`: exp of the "
+                "mean log(measured / predicted) difference, weighted by B's steps per band; steps in brackets): "
+                + ", ".join(f"k = {k} {v['vs_a']:.3f} ({v['steps']})" for k, v in wb.items()) + "."]
     return out
 
 

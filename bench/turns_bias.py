@@ -160,6 +160,33 @@ def by_band(rounds: list[dict]) -> dict:
     return _sum_iterations(rounds, band, lambda seen: [b for b in BAND_NAMES if b in seen])
 
 
+def within_band(rounds: list[dict], a: str, b: str) -> dict:
+    """B's busy steps in turns at each k against A's steps of the same band of tokens scheduled
+    (BANDS), on log(measured / predicted): exp of the mean difference, weighted by B's steps per
+    band (bands where either has fewer than 3 steps left out). In turns both meet the host at
+    one speed and the band holds the size the profile misprices (`by_band`), so what remains is
+    what a step at that k costs B beyond what the profile says, against A."""
+    logs: dict[tuple[str, int, int], list[float]] = {}
+    for r in rounds:
+        for e in r["turns"]:
+            for row in e["iteration_log"]:
+                band = sum(row[ITERATION_AT["scheduled_tokens"]] >= x for x in BANDS)
+                k = row[ITERATION_AT["k"]] if e["controller"] == b else -1  # A: every k together
+                logs.setdefault((e["controller"], k, band), []).append(
+                    math.log(row[ITERATION_AT["measured_s"]] / row[ITERATION_AT["predicted_s"]]))
+    out = {}
+    for k in sorted({k for c, k, _ in logs if c == b}):
+        num = steps = 0.0
+        for band in range(len(BANDS) + 1):
+            xb, xa = logs.get((b, k, band), []), logs.get((a, -1, band), [])
+            if len(xb) >= 3 and len(xa) >= 3:
+                num += len(xb) * (statistics.fmean(xb) - statistics.fmean(xa))
+                steps += len(xb)
+        if steps:
+            out[str(k)] = {"vs_a": round(math.exp(num / steps), 4), "steps": int(steps)}
+    return out
+
+
 def step_regression(rounds: list[dict], controller_prefix: str | None = None) -> dict:
     """What the profile misprices, step by step: per way of running, least squares of each busy
     iteration's log(measured / predicted) on what it scheduled, with one intercept per episode
@@ -343,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         if "iteration_fields" in d:
             d["by_kind"], d["by_band"] = by_kind(d["rounds"]), by_band(d["rounds"])
             d["step_regression"] = {c: step_regression(d["rounds"], c) for c in (d["a"], d["b"])}
+            d["within_band"] = within_band(d["rounds"], d["a"], d["b"])
         if "sim_decisions" in d:
             d["decisions"] = decisions(d["rounds"], d["sim_decisions"], d["b"])
         if "sim_requests" in d:
@@ -439,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "summary": summary,
         **({"iteration_fields": list(TURN_ITERATION_FIELDS), "by_kind": kinds, "by_band": bands,
-            "step_regression": regression} if kinds else {}),
+            "step_regression": regression,
+            "within_band": within_band(rounds, controller_name(a), controller_name(b))} if kinds else {}),
         **({"matched_acceptance": matched} if matched else {}),
         **({"decision_fields": list(DECISION_FIELDS), "sim_decisions": sim_decisions,
             "decisions": decisions(rounds, sim_decisions, controller_name(b))} if args.decisions else {}),
