@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait-quiet", type=float, default=0.3, metavar="CORES")
     ap.add_argument("--out", default=None, metavar="NAME", help="results/NAME.json (default: turns_bias-P)")
     ap.add_argument("--iterations", action="store_true",
-                    help="keep every busy iteration of every episode, and sum them by kind (`by_kind`) and by tokens scheduled (`by_band`)")  # fmt: skip
+                    help="keep every busy iteration of every episode, and sum them by kind (`by_kind`) and by tokens scheduled (`by_band`); B's steps at each k against A's of the same band (`within_band`)")  # fmt: skip
     ap.add_argument("--per-request", action="store_true",
                     help="keep each request's timeline, live and simulated, and compare B - A per request "
                          "(`per_request`)")  # fmt: skip

@@ -18,10 +18,12 @@ the positions no run revealed), under five kinds of luck: drawn; the request set
 verdicts; the same merged in the other order; with the positions where two runs differ drawn
 (a greedy token that batch numerics flip changes the text after it, so those are another
 text's verdicts); and with a random `--perturb` share of the verdicts drawn, a different share
-in each of `--perturb-sets` sets (how far an outcome turns on a few verdicts). Each is read
-as its ratio of mean latency to the reference in the same simulator, beside the live ratio in
-turns that `bench/turns_bias.py` measured on the same point (`--live`: those results, their
-rounds pooled per controller). Writes results/NAME.json (default
+in each of `--perturb-sets` sets (how far an outcome turns on a few verdicts); with
+`--price-by-size`, drawn and replayed again on a clock that prices each step by its size as the
+live A/Bs' steps read (`SpeedDrift.by_tokens`). Each is read as its ratio of mean latency to the
+reference in the same simulator, beside the live ratio in turns that `bench/turns_bias.py`
+measured on the same point (`--live`: those results, their rounds pooled per controller); where
+those results logged a controller's decisions, how often the simulator's chose the same k. Writes results/NAME.json (default
 verdict_replay-<profile>-<workload>), with the measured steps, so `--from-verdicts NAME`
 recomputes the simulator side without an engine.
 """
