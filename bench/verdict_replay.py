@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -138,6 +139,15 @@ def merged_one(a: DraftVerdicts, b: DraftVerdicts, i: int) -> tuple[DraftVerdict
     return one(a).merged(one(b))
 
 
+@functools.cache
+def _result(name: str) -> dict:
+    """results/NAME.json, read once however many of the summaries below ask for it."""
+    path = ROOT / "results" / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"no results/{name}.json")
+    return json.loads(path.read_text())
+
+
 def priced_by_size(names: list[str], workload: dict) -> dict[str, float] | None:
     """Measured over predicted step time by band of tokens scheduled (`turns_bias.by_band`),
     pooled over every controller's steps in turns in results `names` on the same point."""
@@ -145,7 +155,7 @@ def priced_by_size(names: list[str], workload: dict) -> dict[str, float] | None:
         return None
     sums: dict[str, list[float]] = {}
     for name in names:
-        d = json.loads((ROOT / "results" / f"{name}.json").read_text())
+        d = _result(name)
         if "by_band" not in d or d["workload"]["name"] != workload["name"] or d["workload"]["value"] != workload["value"]:
             raise SystemExit(f"--price-by-size: results/{name}.json has no by_band of {workload['name']} at "
                              f"{workload['value']:g} (run turns_bias with --iterations)")  # fmt: skip
@@ -168,10 +178,7 @@ def pooled_live(names: list[str], workload: dict, reference: str) -> dict[str, d
     sources: dict[str, list[str]] = {}
     ref_s: list[float] = []
     for name in names:
-        path = ROOT / "results" / f"{name}.json"
-        if not path.is_file():
-            raise SystemExit(f"--live: no results/{name}.json")
-        d = json.loads(path.read_text())
+        d = _result(name)
         same = {k: d["workload"][k] for k in ("name", "value", "requests")} == {
             k: workload[k] for k in ("name", "value", "requests")
         }
@@ -194,10 +201,12 @@ def pooled_live(names: list[str], workload: dict, reference: str) -> dict[str, d
 
 
 def replay(ctx, sc, verdicts: dict[str, list[DraftVerdicts | None]], reference: str, share: float,
-           controllers: list[str], by_size: dict[str, float] | None = None) -> tuple[dict, dict]:  # fmt: skip
+           controllers: list[str], by_size: dict[str, float] | None = None,
+           keep_decisions: frozenset[str] = frozenset()) -> tuple[dict, dict, dict]:  # fmt: skip
     """Each controller in the matched simulator with each of `verdicts` (by name: one or more
     sets, each run over the context's seeds and pooled; None: drawn luck); with `by_size` (band
-    name -> factor), each again on a clock that prices steps by size so."""
+    name -> factor), each again on a clock that prices steps by size so. The decision logs of
+    the controllers named in `keep_decisions`, drawn and replayed, come back beside."""
     acc = matched_acceptance(ctx, sc, reference, share)
     at = sc.replace(acceptance=acc)
     clocks = {"": at}
@@ -208,12 +217,16 @@ def replay(ctx, sc, verdicts: dict[str, list[DraftVerdicts | None]], reference: 
                "matched_mean": acc.mean}  # fmt: skip
     print(f"{reference} verified {share:.4f} live: acceptance mean {sc.acceptance.mean} -> {acc.mean}", flush=True)
     sims: dict[str, dict] = {}
+    decision_logs: dict[str, dict[str, list]] = {}
     for c in tqdm(controllers, desc="replay", unit="controller", dynamic_ncols=True):
         row = {}
         for (clock, scenario), (luck, sets) in itertools.product(clocks.items(), verdicts.items()):
             if clock and luck not in ("drawn", "replayed"):
                 continue  # the other replays are the replay's own uncertainty: once is enough
-            rs = [ctx.run_sim(scenario, c, verdicts=v) for v in sets]
+            keep = not clock and luck in ("drawn", "replayed") and controller_name(c) in keep_decisions
+            rs = [ctx.run_sim(scenario, c, verdicts=v, keep_decisions=keep) for v in sets]
+            if keep:
+                decision_logs.setdefault(controller_name(c), {})[luck] = rs[0]["decision_logs"]
             per_seed = [x for r in rs for x in r["mean_latency_s_per_seed"]]
             row[luck + clock] = {"mean_latency_s": statistics.fmean(per_seed), "per_seed_s": per_seed,
                          "mean_k": statistics.fmean(r["mean_k"] for r in rs),
@@ -229,15 +242,15 @@ def replay(ctx, sc, verdicts: dict[str, list[DraftVerdicts | None]], reference: 
             v["ratio_per_seed"] = {"min": round(math.exp(min(logs)), 4), "max": round(math.exp(max(logs)), 4),
                                    "rel_se": round(statistics.stdev(logs) / math.sqrt(len(logs)), 4)
                                    if len(logs) > 1 else None}  # fmt: skip
-    return sims, matched
+    return sims, matched, decision_logs
 
 
-def live_decisions(names: list[str], reference: str) -> dict[str, list[list]]:
+def live_decisions(names: list[str]) -> dict[str, list[list]]:
     """Each controller's live decision logs (turns and alone) in turns_bias results kept with
     `--decisions`, by controller."""
     out: dict[str, list[list]] = {}
     for name in names:
-        d = json.loads((ROOT / "results" / f"{name}.json").read_text())
+        d = _result(name)
         if "decision_fields" not in d:
             continue
         if d["decision_fields"] != list(DECISION_FIELDS):
@@ -263,8 +276,8 @@ def _agreement(a_logs: list[list], b_logs: list[list], pairs, before_s: float | 
     return round(same / total, 4) if total else None
 
 
-def decision_agreement(ctx, scenario, controller: str, replays: dict[str, list], logs: list[list],
-                       first_burst_s: float, tol_s: float = 0.5) -> dict:  # fmt: skip
+def decision_agreement(sim_logs: dict[str, list], logs: list[list], first_burst_s: float,
+                       tol_s: float = 0.5) -> dict:  # fmt: skip
     """How often the simulator's controller chose the k live chose: each live decision against
     the simulator's nearest one in time (within `tol_s`, else a miss), under each kind of luck,
     over the whole episode and before `first_burst_s`; beside it, live episodes against each
@@ -273,9 +286,7 @@ def decision_agreement(ctx, scenario, controller: str, replays: dict[str, list],
     for span, before in (("all", None), (f"before {first_burst_s:g} s", first_burst_s)):
         row = {}
         for luck in ("drawn", "replayed"):
-            sim_logs = ctx.run_sim(scenario, controller, keep_decisions=True,
-                                   verdicts=replays[luck][0])["decision_logs"]  # fmt: skip
-            row[luck] = _agreement(logs, sim_logs, itertools.product, before, tol_s)
+            row[luck] = _agreement(logs, sim_logs[luck], itertools.product, before, tol_s)
         row["live vs live"] = _agreement(logs, logs, lambda a, _: itertools.combinations(a, 2), before, tol_s)
         out[span] = row
     return out
@@ -327,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     sc = ctx.match(w.variant(args.value))
     requests = sc.requests(sc.seed)
     if args.from_verdicts:
-        saved = json.loads((ROOT / "results" / f"{args.from_verdicts}.json").read_text())
+        saved = _result(args.from_verdicts)
         if saved["workload"] != workload or saved["profile"] != args.profile:
             raise SystemExit(f"--from-verdicts: results/{args.from_verdicts}.json measured {saved['profile']} on "
                              f"{saved['workload']}, not {args.profile} on {workload}")  # fmt: skip
@@ -346,10 +357,11 @@ def main(argv: list[str] | None = None) -> int:
         replays[f"replayed, {args.perturb:.0%} drawn"] = [verdicts.thinned(args.perturb, seed)
                                                           for seed in range(args.perturb_sets)]  # fmt: skip
     by_size = priced_by_size([n for n in args.price_by_size.split(",") if n], workload)
-    sims, matched = replay(ctx, sc, replays, args.reference, runs[ref_k]["share"], controllers, by_size)
-    at = sc.replace(acceptance=dataclasses.replace(sc.acceptance, mean=matched["matched_mean"]))
-    logged = live_decisions([n for n in args.live.split(",") if n], args.reference)
-    agreement = {c: decision_agreement(ctx, at, c, replays, logged[controller_name(c)], args.first_burst_s)
+    logged = live_decisions([n for n in args.live.split(",") if n])
+    sims, matched, sim_decisions = replay(ctx, sc, replays, args.reference, runs[ref_k]["share"], controllers,
+                                          by_size, frozenset(logged))  # fmt: skip
+    agreement = {c: decision_agreement(sim_decisions[controller_name(c)], logged[controller_name(c)],
+                                       args.first_burst_s)
                  for c in controllers if logged.get(controller_name(c))}  # fmt: skip
     for c, a in agreement.items():
         print(f"{c}: decisions as live's {a}")

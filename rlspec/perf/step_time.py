@@ -17,6 +17,8 @@ FLOPs out (a few percent of an 8B model's prefill at 2k tokens).
 
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import dataclass
 
 from rlspec.config import ConfigError, check_range
@@ -61,12 +63,8 @@ class SpeedDrift:
 
     def size_factor(self, tokens: int) -> float:
         """The factor of an iteration scheduling `tokens` tokens (1 without bands)."""
-        factor = 1.0
-        for lower, f in self.by_tokens:
-            if tokens < lower:
-                break
-            factor = f
-        return factor
+        i = bisect.bisect_right(self.by_tokens, (tokens, math.inf))
+        return self.by_tokens[i - 1][1] if i else 1.0
 
 
 NO_DRIFT = SpeedDrift()
@@ -116,6 +114,7 @@ class StepTimeModel:
         self._scale = drift.scale
         self._draft_scale = drift.draft_scale
         self._extra_s = drift.overhead_s
+        self._by_size = bool(drift.by_tokens)
 
     def target_pass(self, tokens: float, context: float, prefill_pairs: float = 0) -> float:
         """One target forward over `tokens` new tokens attending to `context` cached ones,
@@ -170,7 +169,7 @@ class StepTimeModel:
                 d += self._propose_s
             t += self._draft_scale * d
         t = self._extra_s + self._scale * t  # exactly t without drift
-        return t * self.drift.size_factor(new_tokens) if self.drift.by_tokens else t
+        return t * self.drift.size_factor(new_tokens) if self._by_size else t
 
     def decode_step(self, batch: int, k: int, context_per_req: float, resident: bool) -> float:
         """Step time of a pure-decode iteration: what analytical controllers optimise."""
