@@ -1,13 +1,14 @@
 """How a policy holds up when the simulated host departs from the profile it was fitted to.
 
-    python bench/drift_robustness.py [--policies DIR,DIR] [--drifts S,D,O S,D,O ...]
+    python bench/drift_robustness.py [--policies DIR,DIR] [--drifts S,D,O[,J] S,D,O[,J] ...]
     python bench/drift_robustness.py --profile cpu-tiny-amx --load-scale 1.47 \
         --requests azure-code=120,poisson=40 --policies checkpoints/cpu-tiny-amx-refit-oracle-ppo \
         --drifts 1,1,0 0.9,1,0 --out drift_robustness-cpu-tiny-amx
 
 The sim-to-real sweep's eight points (bench/sim_to_real.py: Poisson 0.5-2 req/s and the
 Azure code trace x0.5-x4 on the calibrated cpu-tiny engine), served in the simulator with a
-`SpeedDrift` (scale, draft_scale, overhead_s): the clock runs slow while the controllers,
+`SpeedDrift` (scale, draft_scale, overhead_s, and optionally jitter, each step's log-normal
+noise around its price): the clock runs slow while the controllers,
 the features and the policy still see the profile. Each policy and analytical controller
 runs every point; the figure is policy / best analytical controller, as on the live engine.
 It is the cheap proxy for the live comparison: a drift that reproduces the live ranking
@@ -55,10 +56,12 @@ DRIFTS = ["1,1,0", "1.2,1,0", "1.08,1,0.01", "1.1,0.8,0.01", "1.1,1.2,0.01"]
 
 def parse_drift(text: str) -> SpeedDrift:
     try:
-        scale, draft_scale, overhead_s = (float(x) for x in text.split(","))
+        values = [float(x) for x in text.split(",")]
     except ValueError:
-        raise SystemExit(f"--drifts: {text!r} is not SCALE,DRAFT_SCALE,OVERHEAD_S") from None
-    return SpeedDrift(scale=scale, draft_scale=draft_scale, overhead_s=overhead_s)
+        values = []
+    if len(values) not in (3, 4):
+        raise SystemExit(f"--drifts: {text!r} is not SCALE,DRAFT_SCALE,OVERHEAD_S[,JITTER]")
+    return SpeedDrift(**dict(zip(("scale", "draft_scale", "overhead_s", "jitter"), values, strict=False)))
 
 
 def live_share(runs: list[dict], workload: str, controller: str) -> tuple[float, int]:
@@ -89,7 +92,7 @@ def matched_acceptance(ctx: Any, scenario: Any, controller: str, target: float) 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policies", default=",".join(POLICIES))
-    ap.add_argument("--drifts", nargs="+", default=DRIFTS, metavar="S,D,O")
+    ap.add_argument("--drifts", nargs="+", default=DRIFTS, metavar="S,D,O[,J]")
     ap.add_argument("--profile", default="cpu-tiny")
     ap.add_argument("--load-scale", default="1", help="times every load level, as in sim_to_real (or 'auto')")
     ap.add_argument("--requests", default="40", help="per episode: N, or name=N,... per workload")

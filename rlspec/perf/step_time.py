@@ -48,11 +48,17 @@ class SpeedDrift:
     # under 64 tokens ran 1.08-1.16x the profile, those of 2,000+ 0.87-0.91x; `by_band` of
     # bench/turns_bias.py); () charges every size alike.
     by_tokens: tuple[tuple[int, float], ...] = ()
+    # Log-normal standard deviation of each busy iteration's time around its price, mean kept.
+    # Live, steps of one state are not one price: around the profile they read 7-16% apart
+    # within an episode (`iteration_log` of bench/turns_bias.py), and the features that read
+    # step time and throughput carry that noise to a policy; 0 prices every step exactly.
+    jitter: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("speed_drift.scale", self.scale, lo=0.1, hi=10.0)
         check_range("speed_drift.draft_scale", self.draft_scale, lo=0.1, hi=10.0)
         check_range("speed_drift.overhead_s", self.overhead_s, lo=0.0, hi=10.0)
+        check_range("speed_drift.jitter", self.jitter, lo=0.0, hi=1.0)
         bands = tuple((int(u), float(f)) for u, f in self.by_tokens)
         object.__setattr__(self, "by_tokens", bands)  # YAML gives lists
         lows = [lo for lo, _ in bands]

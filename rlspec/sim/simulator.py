@@ -29,6 +29,7 @@ since are recomputed as a prefill through target and drafter, under the token bu
 from __future__ import annotations
 
 import copy
+import math
 from collections import deque
 from collections.abc import Sequence
 
@@ -72,6 +73,8 @@ class Simulator(Backend):
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._acc = AcceptanceModel(acceptance, self._rng)
+        self._jitter = drift.jitter
+        self._jitter_rng = _jitter_stream(seed)
         self._draft_pos = np.arange(self.k_max)  # offsets of a step's drafts from its position
         self._episode = 0
         self._verdicts: DraftVerdicts | None = None
@@ -169,6 +172,7 @@ class Simulator(Backend):
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._acc = AcceptanceModel(self.acceptance_cfg, self._rng)
+        self._jitter_rng = _jitter_stream(seed)
 
     def set_action(self, action: Action) -> None:
         if action.k > self.k_max:
@@ -219,6 +223,8 @@ class Simulator(Backend):
             if busy
             else 0.0
         )
+        if busy and self._jitter:
+            step *= math.exp(self._jitter * self._jitter_rng.standard_normal() - 0.5 * self._jitter**2)
         step += stall
         t0 = self.clock
         t1 = t0 + step
@@ -550,6 +556,11 @@ class Simulator(Backend):
                 )
             )
         return out
+
+
+def _jitter_stream(seed: int) -> np.random.Generator:
+    """The step-time noise's own stream: switching jitter on leaves every luck draw as it was."""
+    return np.random.default_rng((seed, 1))
 
 
 def _at_least(counts: np.ndarray, top: int) -> tuple[int, ...]:

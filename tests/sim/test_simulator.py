@@ -340,6 +340,32 @@ def test_speed_drift_slows_the_clock_but_not_the_controllers_cost_model(h100):
     assert slow.records()[0].finish_s > plain.records()[0].finish_s
 
 
+def test_jitter_draws_each_step_around_its_price_and_leaves_the_luck_alone(h100):
+    """Log-normal noise per busy step, mean kept, from its own stream: the same seed gives the
+    same steps, and a draft's verdict is the one it met without jitter."""
+    reqs = [Request(0, 0.0, 200, 3000)]  # one request: its schedule cannot depend on timing
+
+    def busy(jitter, seed=1):
+        sim = Simulator(h100, EngineConfig(), AcceptanceConfig(mean=0.7), seed=seed,
+                        drift=SpeedDrift(jitter=jitter))  # fmt: skip
+        sim.set_action(Action(k=3))
+        sim.start(reqs)
+        snaps = []
+        while not sim.finished:
+            snaps.append(sim.step())
+        return snaps
+
+    plain, noisy = busy(0.0), busy(0.2)
+    assert [s.num_accepted for s in noisy] == [s.num_accepted for s in plain]
+    logs = np.log([n.step_time_s / p.step_time_s for n, p in zip(noisy, plain, strict=True)])
+    assert len(logs) > 500
+    assert logs.std() == pytest.approx(0.2, rel=0.1)
+    assert logs.mean() == pytest.approx(-0.02, abs=0.02)  # -sigma^2/2: the mean step is kept
+    assert np.exp(logs).mean() == pytest.approx(1.0, abs=0.03)
+    assert [s.step_time_s for s in busy(0.2)] == [s.step_time_s for s in noisy]
+    assert [s.step_time_s for s in busy(0.2, seed=2)] != [s.step_time_s for s in noisy]
+
+
 def test_chunked_prompts_are_charged_their_whole_causal_attention(h100):
     """However the token budget chunks the prompts, a fitted prefill-pair term charges each
     prompt p(p+1)/2 query-key pairs in all: with 1 s per iteration and 1 us per pair and
