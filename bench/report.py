@@ -483,18 +483,19 @@ def drift_robustness(d: dict) -> list[str]:
         _env(d),
         "",
         "The sim-to-real sweep's 8 points in the simulator with a `SpeedDrift`: every pass takes `scale` times "
-        "the profile's time, drafter passes `draft_scale` times more, and every iteration `overhead_s` more, "
+        "the profile's time, drafter passes `draft_scale` times more, every iteration `overhead_s` more, and "
+        "each busy iteration is drawn log-normal around that with standard deviation `jitter` (mean kept), "
         "while the controllers, the features and the policy still see the profile. Mean over the points of "
         "policy / best analytical controller (worst point in brackets). Trained on: "
         + "; ".join(f"`{p}` {d['trained_on'][p]}" for p in pols) + ".",
         "",
-        "| scale | draft_scale | overhead_s | " + " | ".join(f"`{p.split('/')[-1]}`" for p in pols) + " |",
-        "|---|---|---|" + "---|" * len(pols),
+        "| scale | draft_scale | overhead_s | jitter | " + " | ".join(f"`{p.split('/')[-1]}`" for p in pols) + " |",
+        "|---|---|---|---|" + "---|" * len(pols),
     ]
     for r in d["drifts"]:
         dr = r["drift"]
         cells = " | ".join(f"{r['mean_ratio_vs_best'][p]:.3f} ({r['max_ratio_vs_best'][p]:.3f})" for p in pols)
-        out.append(f"| {dr['scale']:g} | {dr['draft_scale']:g} | {dr['overhead_s']:g} | {cells} |")
+        out.append(f"| {dr['scale']:g} | {dr['draft_scale']:g} | {dr['overhead_s']:g} | {dr.get('jitter', 0):g} | {cells} |")
     matched = d.get("match_acceptance")
     if matched:
         out += ["", f"Acceptance matched to the live runs {', '.join(f'`{r}`' for r in matched['runs'])}: "
@@ -892,11 +893,28 @@ def _turns_by_band(d: dict) -> list[str]:
             for c in names:
                 cells.append(_vs_profile_cell(bands.get(way, {}).get(c, {}).get(k)))
         out.append(f"| {k} | " + " | ".join(cells) + " |")
-    wb = d.get("within_band")
-    if wb:
-        out += ["", "B's steps in turns at each k against A's steps of the same band (`within_band`: exp of the "
-                "mean log(measured / predicted) difference, weighted by B's steps per band; steps in brackets): "
-                + ", ".join(f"k = {k} {v['vs_a']:.3f} ({v['steps']})" for k, v in wb.items()) + "."]
+    ws = d.get("within_state")
+    if ws:
+        out += ["", "B's steps at each k against A's steps in the same state (`within_state`: tokens scheduled, "
+                "decode requests, prefill or not, first of its turn or not, context; exp of the mean "
+                "log(measured / predicted) difference weighted by B's steps per state, +- a jackknife standard "
+                "error over rounds; steps in brackets):", "",
+                "| way | " + " | ".join(f"k = {k}" if k != "all" else "all" for k in ws["turns"]) + " |",
+                "|---" * (len(ws["turns"]) + 1) + "|"]  # fmt: skip
+        for way, cells in ws.items():
+            out.append(f"| {way} | " + " | ".join(
+                f"{v['vs_a']:.3f}" + (f" +- {v['rel_se']:.3f}" if v["rel_se"] is not None else "") + f" ({v['steps']})"
+                for v in (cells.get(k) for k in ws["turns"]) if v) + " |")  # fmt: skip
+    fm = d.get("first_meetings")
+    if fm:
+        out += ["", "Steps of a token count their engine had not served before (`first_meetings`, rounds after the "
+                "first): " + "; ".join(f"{way}: " + ", ".join(f"{c} {v['new_share']:.1%} of steps, "
+                                                              f"{v['excess_share']:.2%} of busy time"
+                                                              for c, v in fm[way].items())
+                                       for way in ("turns", "alone") if way in fm)
+                + ". Such a step costs, over a seen count's step of its band: "
+                + ", ".join(f"{band} {v['vs_seen']:.2f}x ({v['new']})" for band, v in fm["cost_by_band"].items())
+                + "."]  # fmt: skip
     return out
 
 
@@ -1100,6 +1118,7 @@ SECTIONS = [
     ("drift_robustness", drift_robustness),
     ("drift_robustness-cpu-tiny-amx", drift_robustness),
     ("drift_robustness-cpu-tiny-amx-azure-acceptance", drift_robustness),
+    ("drift_robustness-cpu-tiny-amx-jitter", drift_robustness),
     ("step_structure-cpu-tiny-amx-azure-code", step_structure),
     ("verdict_replay-cpu-tiny-amx-azure-code", verdict_replay),
     ("verdict_replay-cpu-tiny-amx-azure-code-run2", verdict_replay),

@@ -160,30 +160,119 @@ def by_band(rounds: list[dict]) -> dict:
     return _sum_iterations(rounds, band, lambda seen: [b for b in BAND_NAMES if b in seen])
 
 
-def within_band(rounds: list[dict], a: str, b: str) -> dict:
-    """B's busy steps in turns at each k against A's steps of the same band of tokens scheduled
-    (BANDS), on log(measured / predicted): exp of the mean difference, weighted by B's steps per
-    band (bands where either has fewer than 3 steps left out). In turns both meet the host at
-    one speed and the band holds the size the profile misprices (`by_band`), so what remains is
-    what a step at that k costs B beyond what the profile says, against A."""
-    logs: dict[tuple[str, int, int], list[float]] = {}
+# Beyond its size band, what a step's cost depends on besides its k: decode requests (0, 1-2,
+# 3-5, 6-9, 10+), whether it carries a prefill chunk, whether it opens its turn, and the context
+# it attends over. Matched on the band alone, a policy's k = 2 steps read 1.015 of static:3's,
+# pooled (section 32); matched on all of these, 0.989-1.028 by run, and its steps as a whole
+# 1.002-1.012 in turns (section 33).
+DECODE_GROUPS = (1, 3, 6, 10)
+CONTEXT_GROUPS = (500, 1000, 2000, 4000, 8000)
+
+
+def _state(way: str, row: list) -> tuple:
+    at = ITERATION_AT
+    return (sum(row[at["scheduled_tokens"]] >= x for x in BANDS), sum(row[at["decode_reqs"]] >= x for x in DECODE_GROUPS),
+            row[at["phase"]], way == "turns" and bool(row[at["first_in_turn"]]),
+            sum(row[at["context"]] >= x for x in CONTEXT_GROUPS))  # fmt: skip
+
+
+def _matched_logs(rounds: list[dict], way: str, a: str, b: str) -> dict[tuple, list[float]]:
+    """log(measured / predicted) of every busy step of `way`, keyed by (controller, k, state);
+    A's steps under k = -1, every k together."""
+    logs: dict[tuple, list[float]] = {}
     for r in rounds:
-        for e in r["turns"]:
+        for e in r[way]:
             for row in e["iteration_log"]:
-                band = sum(row[ITERATION_AT["scheduled_tokens"]] >= x for x in BANDS)
-                k = row[ITERATION_AT["k"]] if e["controller"] == b else -1  # A: every k together
-                logs.setdefault((e["controller"], k, band), []).append(
+                k = row[ITERATION_AT["k"]] if e["controller"] == b else -1
+                logs.setdefault((e["controller"], k, _state(way, row)), []).append(
                     math.log(row[ITERATION_AT["measured_s"]] / row[ITERATION_AT["predicted_s"]]))
-    out = {}
-    for k in sorted({k for c, k, _ in logs if c == b}):
-        num = steps = 0.0
-        for band in range(len(BANDS) + 1):
-            xb, xa = logs.get((b, k, band), []), logs.get((a, -1, band), [])
-            if len(xb) >= 3 and len(xa) >= 3:
-                num += len(xb) * (statistics.fmean(xb) - statistics.fmean(xa))
-                steps += len(xb)
-        if steps:
-            out[str(k)] = {"vs_a": round(math.exp(num / steps), 4), "steps": int(steps)}
+    return logs
+
+
+def _matched_difference(logs: dict[tuple, list[float]], a: str, b: str) -> dict[str, tuple[float, int]]:
+    """B's mean log step cost over A's in the same state, weighted by B's steps per state
+    (states where either has fewer than 3 steps left out), at each k of B's and over all ("all")."""
+    sums: dict[str, list[float]] = {}
+    for (c, k, state), xb in logs.items():
+        xa = logs.get((a, -1, state), [])
+        if c != b or len(xb) < 3 or len(xa) < 3:
+            continue
+        d = len(xb) * (statistics.fmean(xb) - statistics.fmean(xa))
+        for key in (str(k), "all"):
+            cell = sums.setdefault(key, [0.0, 0])
+            cell[0] += d
+            cell[1] += len(xb)
+    return {key: (num / n, int(n)) for key, (num, n) in sorted(sums.items())}
+
+
+def within_state(rounds: list[dict], a: str, b: str) -> dict:
+    """B's busy steps at each k (and all of them) against A's steps in the same state (`_state`),
+    on log(measured / predicted): exp of the mean difference, with a jackknife standard error
+    over rounds (steps of one round share the host's moment, so they are not independent). In
+    turns both meet the host at one speed; alone they meet it one after the other."""
+    out: dict = {}
+    for way in ("turns", "alone"):
+        full = _matched_difference(_matched_logs(rounds, way, a, b), a, b)
+        jack = [_matched_difference(_matched_logs(rounds[:i] + rounds[i + 1 :], way, a, b), a, b)
+                for i in range(len(rounds))] if len(rounds) > 2 else []  # fmt: skip
+        cells = {}
+        for key, (diff, steps) in full.items():
+            xs = [j[key][0] for j in jack if key in j]
+            se = (math.sqrt((len(xs) - 1) / len(xs) * sum((x - statistics.fmean(xs)) ** 2 for x in xs))
+                  if len(xs) == len(jack) and xs else None)  # fmt: skip
+            cells[key] = {"vs_a": round(math.exp(diff), 4), "rel_se": None if se is None else round(se, 4),
+                          "steps": steps}  # fmt: skip
+        out[way] = cells
+    return out
+
+
+def _engine_history(rounds: list[dict]):
+    """Every episode of the rounds in the order its engine served it, with the engine: each
+    round serves A beside B (order[i] on engine i), then B beside A, then A, B, B, A alone on
+    engine 0 (`main`)."""
+    for i, r in enumerate(rounds):
+        t = r["turns"]
+        for engine, e in ((0, t[0]), (1, t[1]), (0, t[2]), (1, t[3])):
+            yield i, "turns", engine, e
+        for e in r["alone"]:
+            yield i, "alone", 0, e
+
+
+def first_meetings(rounds: list[dict]) -> dict:
+    """Steps whose token count their engine had not served before (vLLM's CPU GEMMs build a
+    oneDNN primitive per token count on first use: section 22), and what they cost. The warm-up
+    before the rounds is not logged, so round 0 only marks counts and the figures are over the
+    later rounds. A controller that chooses k by state meets more counts than a static one, and
+    meets them again in every round: `excess_share` is the share of its busy time that steps
+    of a new count cost beyond a seen count's price in the same band (`cost_by_band`, pooled)."""
+    seen: dict[int, set[int]] = {}
+    steps = []  # (way, controller, band, new, log cost over profile, measured s)
+    for i, way, engine, e in _engine_history(rounds):
+        met = seen.setdefault(engine, set())
+        for row in e["iteration_log"]:
+            m = row[ITERATION_AT["scheduled_tokens"]]
+            new = m not in met
+            met.add(m)
+            if i:
+                steps.append((way, e["controller"], sum(m >= x for x in BANDS), new,
+                              math.log(row[ITERATION_AT["measured_s"]] / row[ITERATION_AT["predicted_s"]]),
+                              row[ITERATION_AT["measured_s"]]))  # fmt: skip
+    if not steps:
+        return {}
+    cost = {}
+    for band, name in enumerate(BAND_NAMES):
+        xn = [x for _, _, bd, new, x, _ in steps if bd == band and new]
+        xs = [x for _, _, bd, new, x, _ in steps if bd == band and not new]
+        if len(xn) >= 3 and len(xs) >= 3:
+            cost[name] = {"new": len(xn), "seen": len(xs), "vs_seen": round(math.exp(statistics.fmean(xn) - statistics.fmean(xs)), 4)}
+    out: dict = {"cost_by_band": cost}
+    for way in ("turns", "alone"):
+        for c in dict.fromkeys(c for w, c, *_ in steps if w == way):
+            mine = [s for s in steps if s[0] == way and s[1] == c]
+            extra = sum(m * (1 - 1 / cost[BAND_NAMES[bd]]["vs_seen"]) for _, _, bd, new, _, m in mine
+                        if new and BAND_NAMES[bd] in cost)  # fmt: skip
+            out.setdefault(way, {})[c] = {"steps": len(mine), "new_share": round(sum(s[3] for s in mine) / len(mine), 4),
+                                          "excess_share": round(extra / sum(s[5] for s in mine), 4)}  # fmt: skip
     return out
 
 
@@ -354,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait-quiet", type=float, default=0.3, metavar="CORES")
     ap.add_argument("--out", default=None, metavar="NAME", help="results/NAME.json (default: turns_bias-P)")
     ap.add_argument("--iterations", action="store_true",
-                    help="keep every busy iteration of every episode, and sum them by kind (`by_kind`) and by tokens scheduled (`by_band`); B's steps at each k against A's of the same band (`within_band`)")  # fmt: skip
+                    help="keep every busy iteration of every episode, and sum them by kind (`by_kind`) and by tokens scheduled (`by_band`); B's steps at each k against A's in the same state (`within_state`), and steps of a token count new to their engine (`first_meetings`)")  # fmt: skip
     ap.add_argument("--per-request", action="store_true",
                     help="keep each request's timeline, live and simulated, and compare B - A per request "
                          "(`per_request`)")  # fmt: skip
@@ -370,7 +459,9 @@ def main(argv: list[str] | None = None) -> int:
         if "iteration_fields" in d:
             d["by_kind"], d["by_band"] = by_kind(d["rounds"]), by_band(d["rounds"])
             d["step_regression"] = {c: step_regression(d["rounds"], c) for c in (d["a"], d["b"])}
-            d["within_band"] = within_band(d["rounds"], d["a"], d["b"])
+            d.pop("within_band", None)  # matched on the size band alone: superseded by within_state
+            d["within_state"] = within_state(d["rounds"], d["a"], d["b"])
+            d["first_meetings"] = first_meetings(d["rounds"])
         if "sim_decisions" in d:
             d["decisions"] = decisions(d["rounds"], d["sim_decisions"], d["b"])
         if "sim_requests" in d:
@@ -468,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         **({"iteration_fields": list(TURN_ITERATION_FIELDS), "by_kind": kinds, "by_band": bands,
             "step_regression": regression,
-            "within_band": within_band(rounds, controller_name(a), controller_name(b))} if kinds else {}),
+            "within_state": within_state(rounds, controller_name(a), controller_name(b)),
+            "first_meetings": first_meetings(rounds)} if kinds else {}),
         **({"matched_acceptance": matched} if matched else {}),
         **({"decision_fields": list(DECISION_FIELDS), "sim_decisions": sim_decisions,
             "decisions": decisions(rounds, sim_decisions, controller_name(b))} if args.decisions else {}),
