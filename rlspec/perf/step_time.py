@@ -48,6 +48,12 @@ class SpeedDrift:
     # under 64 tokens ran 1.08-1.16x the profile, those of 2,000+ 0.87-0.91x; `by_band` of
     # bench/turns_bias.py); () charges every size alike.
     by_tokens: tuple[tuple[int, float], ...] = ()
+    # ((lower, factor), ...) as `by_tokens`, for an iteration whose token count this engine has
+    # not run before (once per count per simulated engine, across its episodes). vLLM's CPU GEMMs
+    # build a oneDNN primitive per token count on first use; live, such steps ran 1.05-1.32x a
+    # seen count's of their band (`first_meetings` of bench/turns_bias.py), which charges a
+    # controller for the variety of its token counts. () charges a first meeting nothing.
+    first_meeting: tuple[tuple[int, float], ...] = ()
     # Log-normal standard deviation of each busy iteration's time around its price, mean kept.
     # Live, steps of one state are not one price: around the profile they read 7-16% apart
     # within an episode (`iteration_log` of bench/turns_bias.py), and the features that read
@@ -59,18 +65,27 @@ class SpeedDrift:
         check_range("speed_drift.draft_scale", self.draft_scale, lo=0.1, hi=10.0)
         check_range("speed_drift.overhead_s", self.overhead_s, lo=0.0, hi=10.0)
         check_range("speed_drift.jitter", self.jitter, lo=0.0, hi=1.0)
-        bands = tuple((int(u), float(f)) for u, f in self.by_tokens)
-        object.__setattr__(self, "by_tokens", bands)  # YAML gives lists
-        lows = [lo for lo, _ in bands]
-        if bands and (lows != sorted(set(lows)) or lows[0] != 0):
-            raise ConfigError(f"speed_drift.by_tokens: lower bounds {lows} must start at 0 and increase")
-        for i, (_, f) in enumerate(bands):
-            check_range(f"speed_drift.by_tokens[{i}].factor", f, lo=0.1, hi=10.0)
+        for name in ("by_tokens", "first_meeting"):
+            bands = tuple((int(u), float(f)) for u, f in getattr(self, name))
+            object.__setattr__(self, name, bands)  # YAML gives lists
+            lows = [lo for lo, _ in bands]
+            if bands and (lows != sorted(set(lows)) or lows[0] != 0):
+                raise ConfigError(f"speed_drift.{name}: lower bounds {lows} must start at 0 and increase")
+            for i, (_, f) in enumerate(bands):
+                check_range(f"speed_drift.{name}[{i}].factor", f, lo=0.1, hi=10.0)
 
     def size_factor(self, tokens: int) -> float:
         """The factor of an iteration scheduling `tokens` tokens (1 without bands)."""
-        i = bisect.bisect_right(self.by_tokens, (tokens, math.inf))
-        return self.by_tokens[i - 1][1] if i else 1.0
+        return _band_factor(self.by_tokens, tokens)
+
+    def first_meeting_factor(self, tokens: int) -> float:
+        """The factor of an iteration of a token count its engine meets for the first time."""
+        return _band_factor(self.first_meeting, tokens)
+
+
+def _band_factor(bands: tuple[tuple[int, float], ...], tokens: int) -> float:
+    i = bisect.bisect_right(bands, (tokens, math.inf))
+    return bands[i - 1][1] if i else 1.0
 
 
 NO_DRIFT = SpeedDrift()

@@ -73,8 +73,11 @@ class Simulator(Backend):
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._acc = AcceptanceModel(acceptance, self._rng)
-        self._jitter = drift.jitter
+        self._drift = drift
         self._jitter_rng = _jitter_stream(seed)
+        # The token counts this engine has run, kept across episodes as a live engine process
+        # keeps its GEMM primitives (`drift.first_meeting` prices the first of each).
+        self._met: set[int] = set()
         self._draft_pos = np.arange(self.k_max)  # offsets of a step's drafts from its position
         self._episode = 0
         self._verdicts: DraftVerdicts | None = None
@@ -180,6 +183,11 @@ class Simulator(Backend):
         self._want = action
 
     @property
+    def token_counts_met(self) -> int:
+        """How many distinct token counts this engine has run, over all its episodes."""
+        return len(self._met)
+
+    @property
     def finished(self) -> bool:
         return self.completed == len(self.requests)
 
@@ -223,8 +231,12 @@ class Simulator(Backend):
             if busy
             else 0.0
         )
-        if busy and self._jitter:
-            step *= math.exp(self._jitter * self._jitter_rng.standard_normal() - 0.5 * self._jitter**2)
+        if busy and (tokens := n_dec + drafted + prefill_tokens) not in self._met:
+            self._met.add(tokens)
+            step *= self._drift.first_meeting_factor(tokens)
+        if busy and self._drift.jitter:
+            sd = self._drift.jitter
+            step *= math.exp(sd * self._jitter_rng.standard_normal() - 0.5 * sd * sd)
         step += stall
         t0 = self.clock
         t1 = t0 + step

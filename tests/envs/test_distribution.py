@@ -37,6 +37,7 @@ def test_without_speed_drift_the_base_scenarios_drift_is_kept():
 @pytest.mark.parametrize(
     "drift, match",
     [({"speed": [1.0, 2.0]}, "speed_drift.speed: unknown field"),
+     ({"first_meeting": [1.0, 2.0]}, "speed_drift.first_meeting: unknown field"),
      ({"scale": [1.5, 1.0]}, "speed_drift.scale: expected")],  # fmt: skip
 )
 def test_bad_speed_drift_names_the_field(drift, match):

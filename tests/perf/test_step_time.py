@@ -150,3 +150,8 @@ def test_pricing_by_size_multiplies_each_band_and_leaves_controllers_the_profile
     assert SpeedDrift(by_tokens=[[0, 1.2]]).by_tokens == ((0, 1.2),)  # as YAML gives it
     with pytest.raises(ConfigError, match="start at 0 and increase"):
         SpeedDrift(by_tokens=((64, 1.0), (0, 1.1)))
+    first = SpeedDrift(first_meeting=[[0, 1.2], [512, 1.1]])
+    assert first.first_meeting_factor(511) == 1.2 and first.first_meeting_factor(512) == 1.1
+    assert StepTimeModel(h100, first).iteration(8, 3, 0, 4000, True) == plain.iteration(8, 3, 0, 4000, True)
+    with pytest.raises(ConfigError, match=r"speed_drift.first_meeting\[0\].factor"):
+        SpeedDrift(first_meeting=((0, 0.0),))

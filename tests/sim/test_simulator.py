@@ -366,6 +366,31 @@ def test_jitter_draws_each_step_around_its_price_and_leaves_the_luck_alone(h100)
     assert [s.step_time_s for s in busy(0.2, seed=2)] != [s.step_time_s for s in noisy]
 
 
+def test_a_token_count_costs_more_the_first_time_its_engine_runs_it(h100):
+    """`first_meeting` prices the first step of each token count, once per simulated engine:
+    a second episode on the same engine meets every count again and pays nothing."""
+    reqs = [Request(0, 0.0, 200, 50), Request(1, 0.0, 30, 80)]  # arrive together: no timing in the schedule
+
+    def steps(sim):
+        sim.set_action(Action(k=2))
+        sim.start(reqs)
+        out = []
+        while not sim.finished:
+            out.append(sim.step().step_time_s)
+        return out
+
+    plain = Simulator(h100, EngineConfig(), AcceptanceConfig(mean=0.8), seed=1)
+    met = Simulator(h100, EngineConfig(), AcceptanceConfig(mean=0.8), seed=1,
+                    drift=SpeedDrift(first_meeting=((0, 2.0),)))  # fmt: skip
+    base, first = steps(plain), steps(met)
+    ratios = [round(f / b, 9) for f, b in zip(first, base, strict=True)]
+    assert set(ratios) == {1.0, 2.0}  # a count seen earlier in the episode is priced plainly
+    assert ratios.count(2.0) == met.token_counts_met == plain.token_counts_met
+    plain.reseed(1)
+    met.reseed(1)
+    assert steps(met) == steps(plain)  # the engine has met them all
+
+
 def test_chunked_prompts_are_charged_their_whole_causal_attention(h100):
     """However the token budget chunks the prompts, a fitted prefill-pair term charges each
     prompt p(p+1)/2 query-key pairs in all: with 1 s per iteration and 1 us per pair and
