@@ -982,6 +982,37 @@ def shape_warmth(d: dict) -> list[str]:
     return [*out, ""]
 
 
+def first_meetings(d: dict) -> list[str]:
+    w = d["workload"]
+    m = d["matched_acceptance"]
+    bands = ", ".join(f"from {lo} tokens {f:.3f}x" for lo, f in d["first_meeting"])
+    warm = [str(n) for n in d["warm_rounds"]]
+    out = [f"## Token counts an engine meets for the first time (`bench/first_meetings.py`, profile `{d['profile']}`)",
+           "", _env(d), "",
+           f"{w['name']} x{w['value']:g}, {w['requests']} requests, served in the simulator in `bench/turns_bias.py`'s "
+           f"order on two engines that keep the token counts they have met across episodes, {d['seeds']} seeds x "
+           f"{d['rounds']} rounds after the warm-ups. With first meetings, a step of a count new to its engine costs "
+           f"(`SpeedDrift.first_meeting`, pooled from {', '.join(f'`{s}`' for s in d['sources'])}): {bands}. "
+           f"Acceptance matched to what {m['controller']} verified live ({m['live_share']:.4f}; mean "
+           f"{m['profile_mean']} -> {m['matched_mean']})"
+           + (f"; every episode replays the requests' measured draft verdicts (`{d['verdicts']}`) as live serves "
+              "the same text each time" if d.get("verdicts") else "; luck drawn anew in every episode")
+           + (f"; each step drawn with jitter {d['jitter']:g} around its price" if d.get("jitter") else "")
+           + f". B / {d['a']} of mean latency +- standard error; steps of a new count, A / B, in brackets; live in "
+           "turns beside it (rounds).", "",
+           "| B | warm-ups | without | with first meetings | their cost | live in turns |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for b, r in d["controllers"].items():
+        live = r.get("live_turns")
+        for n in warm:
+            c = r["by_warm_rounds"][n]
+            cells = [f"{c[x]['b_over_a']:.4f} +- {c[x]['rel_se']:.4f} ("
+                     + " / ".join(f"{v:.1%}" for v in c[x]["new_share"].values()) + ")" for x in ("without", "with")]  # fmt: skip
+            lv = (f"{live['b_over_a']:.3f}" + (f" +- {live['rel_se']:.3f}" if live["rel_se"] else "") + f" ({live['rounds']})"
+                  if live and n == warm[0] else "")  # fmt: skip
+            out.append(f"| `{b}` | {n} | {cells[0]} | {cells[1]} | {c['cost_of_first_meetings']:.4f} | {lv} |")
+    return [*out, ""]
+
+
 def verdict_replay(d: dict) -> list[str]:
     w, v, m = d["workload"], d["verdicts"], d["matched_acceptance"]
     runs = ", ".join(f"static:{k} {r['share']:.4f} ({r['mean_latency_s']:.2f} s)" for k, r in d["live_runs"].items())
@@ -1122,6 +1153,8 @@ SECTIONS = [
     ("step_structure-cpu-tiny-amx-azure-code", step_structure),
     ("verdict_replay-cpu-tiny-amx-azure-code", verdict_replay),
     ("verdict_replay-cpu-tiny-amx-azure-code-run2", verdict_replay),
+    ("first_meetings-cpu-tiny-amx-azure", first_meetings),
+    ("first_meetings-cpu-tiny-amx-azure-replayed", first_meetings),
 ]
 
 
