@@ -68,6 +68,11 @@ class ScenarioDistribution:
     # SpeedDrift field -> [lo, hi]: the simulated host's departure from the profile (domain
     # randomisation); fields left out keep the base scenario's value.
     speed_drift: dict[str, Range] = field(default_factory=dict)
+    # The simulated engine's price of a token count's first step (SpeedDrift.first_meeting,
+    # ((lower, factor), ...) by band; not drawn). Each episode runs on a fresh simulated engine,
+    # which meets every count for the first time, so a policy trained with it learns what the
+    # variety of its token counts costs a CPU engine (notes/calibration.md section 33).
+    first_meeting: list[list[float]] | None = None
     # The same scenarios on another host: the base scenario's profile replaced (None: its
     # own), and every arrival rate times `load_scale` (that host's capacity relative to the
     # one the rates were written for), so the loads span the same range relative to capacity.
@@ -85,6 +90,8 @@ class ScenarioDistribution:
             _check_range_pair("acceptance_change", self.acceptance_change)
             if not -1.0 <= self.acceptance_change[0] <= self.acceptance_change[1] <= 1.0:
                 raise ConfigError(f"acceptance_change: {self.acceptance_change} must lie within [-1, 1]")
+        if self.first_meeting is not None:
+            SpeedDrift(first_meeting=self.first_meeting)  # raises naming speed_drift.first_meeting
         allowed = [f.name for f in dataclasses.fields(SpeedDrift) if f.type in (float, "float")]  # ranges of numbers only
         for name, r in self.speed_drift.items():
             if name not in allowed:
@@ -123,6 +130,8 @@ class ScenarioDistribution:
             drift = dataclasses.replace(
                 drift, **{k: _draw(rng, r) for k, r in self.speed_drift.items()}
             )
+        if self.first_meeting is not None:
+            drift = dataclasses.replace(drift, first_meeting=self.first_meeting)
         return base.replace(
             name=f"{self.name}:{t.kind}", workload=workload, acceptance=acceptance, engine=engine,
             speed_drift=drift,

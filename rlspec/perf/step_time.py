@@ -50,7 +50,7 @@ class SpeedDrift:
     by_tokens: tuple[tuple[int, float], ...] = ()
     # ((lower, factor), ...) as `by_tokens`, for an iteration whose token count this engine has
     # not run before (once per count per simulated engine, across its episodes). vLLM's CPU GEMMs
-    # build a oneDNN primitive per token count on first use; live, such steps ran 1.05-1.32x a
+    # build a oneDNN primitive per token count on first use; live, such steps ran 1.08-1.33x a
     # seen count's of their band (`first_meetings` of bench/turns_bias.py), which charges a
     # controller for the variety of its token counts. () charges a first meeting nothing.
     first_meeting: tuple[tuple[int, float], ...] = ()

@@ -45,6 +45,17 @@ def test_bad_speed_drift_names_the_field(drift, match):
         dataclasses.replace(load_distribution(CPU_TINY), speed_drift=drift)
 
 
+def test_first_meeting_is_given_to_every_sampled_engine_and_checked():
+    plain = load_distribution(CPU_TINY)
+    bands = [[0, 1.2], [512, 1.1]]
+    met = dataclasses.replace(plain, first_meeting=bands)
+    for i in range(5):
+        assert met.sample(np.random.default_rng(i)).speed_drift.first_meeting == ((0, 1.2), (512, 1.1))
+        assert plain.sample(np.random.default_rng(i)).speed_drift.first_meeting == ()
+    with pytest.raises(ConfigError, match="speed_drift.first_meeting"):
+        dataclasses.replace(plain, first_meeting=[[64, 1.2]])
+
+
 def test_acceptance_change_moves_the_mean_over_the_episode_and_is_drawn_only_when_asked():
     plain = load_distribution(CPU_TINY)
     moving = dataclasses.replace(plain, acceptance_change=[-0.2, 0.1])
