@@ -1143,6 +1143,7 @@ SECTIONS = [
     ("shape_warmth-cpu-tiny-amx-azure-policy", shape_warmth),
     ("shape_warmth-cpu-tiny-amx-poisson-policy-iters", shape_warmth),
     ("shape_warmth-cpu-tiny-amx-azure-policy-iters", shape_warmth),
+    ("shape_warmth-cpu-tiny-amx-azure-policy-repeated", shape_warmth),
     ("host_stalls", host_stalls),
     ("per_request_k-cpu-tiny-amx", per_request_k),
     ("acceptance_by_k-cpu-tiny-amx", acceptance_by_k),
