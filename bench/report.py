@@ -789,7 +789,9 @@ def turns_bias(d: dict) -> list[str]:
         _env(d),
         "",
         f"{w['requests']} requests ({w['name']}, {w['knob']} {w['value']:g}) under `{a}` (A) and `{b}` (B), each round "
-        "four ways on two warm engines: in turns (" + (f"each turn {d['turn_s']:g} s of iterations" if d.get("turn_s")
+        "four ways on two warm engines"
+        + (f" (each first served each controller {d['warm_rounds']} time(s), unmeasured)" if "warm_rounds" in d else "")
+        + ": in turns (" + (f"each turn {d['turn_s']:g} s of iterations" if d.get("turn_s")
                                                        else "one iteration per turn") + ") with A on the first "
         "engine, in turns with B on it, then A, B, B, A "
         "one after another on the first engine alone. B / A of mean latency and of step time over the profile "
@@ -1132,7 +1134,8 @@ SECTIONS = [
                                       "turns_bias-cpu-tiny-amx-azure-static2",
                                       "turns_bias-cpu-tiny-amx-azure-policy-decisions",
                                       "turns_bias-cpu-tiny-amx-azure-moving", "turns_bias-cpu-tiny-amx-azure-moving-run2",
-                                      "turns_bias-cpu-tiny-amx-azure-cycle-vs-static2")),
+                                      "turns_bias-cpu-tiny-amx-azure-cycle-vs-static2",
+                                      "turns_bias-cpu-tiny-amx-azure-moving-warm5")),
     ("drafter_by_k-cpu-tiny-amx-before", drafter_by_k),
     ("drafter_by_k-cpu-tiny-amx", drafter_by_k),
     ("shape_warmth-cpu-tiny-amx", shape_warmth),

@@ -16,8 +16,10 @@ way a deployed engine, which steps back to back, never sees.
 Each round serves one sweep point's requests under controllers A and B four ways on two
 engines: in turns with A on the first engine, in turns with B on it, then A, B, B, A one after
 another on the first engine alone (ABBA: a linear drift of the host's speed cancels). Before
-the rounds each engine serves both controllers once, unmeasured, so every episode meets an
-engine that has built its own shapes (sections 22-23 of notes/calibration.md). The ratio B / A
+the rounds each engine serves both controllers `--warm-rounds` times, unmeasured, so every
+episode meets an engine that has built shapes (sections 22-23 of notes/calibration.md; a fresh
+engine needs ~6 episodes of a state-dependent controller to meet most of its token counts,
+section 33). The ratio B / A
 of mean latency and of step time over the profile, in turns and alone, per round; the bias
 of the design is their quotient, (B / A in turns) / (B / A alone), beside the simulator's B / A.
 `--per-request` keeps each request's timeline in every episode and beside them the simulator's
@@ -437,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--pair", default="static:0,batch-table", help="controllers A,B")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warm-rounds", type=int, default=1,
+                    help="unmeasured rounds of A beside B and B beside A before the measured ones: a fresh engine "
+                         "pays for each token count it meets (`first_meetings`), a controller that chooses k by "
+                         "state meets more, and a deployed server has met them (default: %(default)s)")  # fmt: skip
     ap.add_argument("--turn-s", type=float, default=0.0,
                     help="each turn's length in seconds (0: one iteration; default: %(default)s)")  # fmt: skip
     ap.add_argument("--sim-seeds", type=int, default=5)
@@ -475,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--pair: {args.pair!r}; give two different controllers, A,B")
     if args.rounds < 1:
         raise SystemExit(f"--rounds: {args.rounds}; at least 1")
+    if args.warm_rounds < 1:
+        raise SystemExit(f"--warm-rounds: {args.warm_rounds}; at least 1")
     for c in pair:
         make_controller(c)  # refuse an unknown controller before the engines start
     a, b = pair
@@ -508,8 +516,9 @@ def main(argv: list[str] | None = None) -> int:
                      **({"decision_log": extra["decision_log"]} if args.decisions else {})}
                     for c, (m, extra) in zip(order, results, strict=True)]  # fmt: skip
 
-        serve([a, b])  # warm-up: each engine builds both controllers' shapes, unmeasured
-        serve([b, a])
+        for _ in range(args.warm_rounds):  # warm-up: each engine builds both controllers' shapes, unmeasured
+            serve([a, b])
+            serve([b, a])
         print("engines warm", flush=True)
         for r in range(args.rounds):
             ab, ba = serve([a, b]), serve([b, a])
@@ -549,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": args.profile,
         "workload": {"name": w.name, "scenario": str(Path(w.scenario).relative_to(ROOT)), "knob": w.knob,
                      "value": args.value, "requests": args.requests},
-        "a": controller_name(a), "b": controller_name(b), "turn_s": args.turn_s,
+        "a": controller_name(a), "b": controller_name(b), "turn_s": args.turn_s, "warm_rounds": args.warm_rounds,
         "sim_seeds": args.sim_seeds,
         "sim": {controller_name(c): {"mean_latency_s": sim[c]["mean_latency_s"], "mean_step_s": sim[c]["mean_step_s"],
                            "mean_k": sim[c].get("mean_k")} for c in pair},
