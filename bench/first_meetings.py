@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from drift_robustness import matched_acceptance  # noqa: E402
 from fidelity import WORKLOADS  # noqa: E402
 from sim_to_real import open_context  # noqa: E402
-from turns_bias import BAND_NAMES, BANDS  # noqa: E402
+from turns_bias import BAND_NAMES, BANDS, live_share  # noqa: E402
 from verdict_replay import verdicts_of  # noqa: E402
 
 from rlspec.calibration.matching import tallied_episode  # noqa: E402
@@ -68,14 +68,6 @@ def pooled_factors(results: list[dict]) -> tuple[tuple[int, float], ...]:
         n = sum(w for _, w in xs)
         factors.append((lower, round(math.exp(sum(x * w for x, w in xs) / n), 4) if n else 1.0))
     return tuple(factors)
-
-
-def live_share(results: list[dict], a: str) -> float:
-    """What A's episodes verified live in the results, accepted over drafted (of the episodes
-    that counted them)."""
-    eps = [e for d in results for r in d["rounds"] for way in ("turns", "alone") for e in r[way]
-           if e["controller"] == a and "accepted" in e]  # fmt: skip
-    return sum(e["accepted"] for e in eps) / sum(e["drafted"] for e in eps)
 
 
 def serve_rounds(ctx, scenario, a: str, b: str, seed: int, rounds: int, warm_rounds: int,
@@ -138,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     profile, workload, value, n_requests, a = points.pop()
     bs = args.b.split(",") if args.b else list(dict.fromkeys(d["b"] for d in results))
     factors = pooled_factors(results)
-    share = live_share(results, a)
+    share = live_share([r for d in results for r in d["rounds"]], a)
     w = dataclasses.replace(next(x for x in WORKLOADS if x.name == workload), values=(value,), requests=n_requests)
     warm = [int(x) for x in args.warm_rounds.split(",")]
     if min(warm) < 1:

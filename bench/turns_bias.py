@@ -178,6 +178,14 @@ def _state(way: str, row: list) -> tuple:
             sum(row[at["context"]] >= x for x in CONTEXT_GROUPS))  # fmt: skip
 
 
+def live_share(rounds: list[dict], controller: str) -> float:
+    """What `controller`'s episodes verified live, accepted over drafted (of the episodes that
+    counted them)."""
+    eps = [e for r in rounds for way in ("turns", "alone") for e in r[way]
+           if e["controller"] == controller and "accepted" in e]  # fmt: skip
+    return sum(e["accepted"] for e in eps) / sum(e["drafted"] for e in eps)
+
+
 def _matched_logs(rounds: list[dict], way: str, a: str, b: str) -> dict[tuple, list[float]]:
     """log(measured / predicted) of every busy step of `way`, keyed by (controller, k, state);
     A's steps under k = -1, every k together."""
@@ -189,6 +197,14 @@ def _matched_logs(rounds: list[dict], way: str, a: str, b: str) -> dict[tuple, l
                 logs.setdefault((e["controller"], k, _state(way, row)), []).append(
                     math.log(row[ITERATION_AT["measured_s"]] / row[ITERATION_AT["predicted_s"]]))
     return logs
+
+
+def _merged(parts: list[dict[tuple, list[float]]]) -> dict[tuple, list[float]]:
+    out: dict[tuple, list[float]] = {}
+    for part in parts:
+        for key, xs in part.items():
+            out.setdefault(key, []).extend(xs)
+    return out
 
 
 def _matched_difference(logs: dict[tuple, list[float]], a: str, b: str) -> dict[str, tuple[float, int]]:
@@ -214,8 +230,9 @@ def within_state(rounds: list[dict], a: str, b: str) -> dict:
     turns both meet the host at one speed; alone they meet it one after the other."""
     out: dict = {}
     for way in ("turns", "alone"):
-        full = _matched_difference(_matched_logs(rounds, way, a, b), a, b)
-        jack = [_matched_difference(_matched_logs(rounds[:i] + rounds[i + 1 :], way, a, b), a, b)
+        per_round = [_matched_logs([r], way, a, b) for r in rounds]
+        full = _matched_difference(_merged(per_round), a, b)
+        jack = [_matched_difference(_merged(per_round[:i] + per_round[i + 1 :]), a, b)
                 for i in range(len(rounds))] if len(rounds) > 2 else []  # fmt: skip
         cells = {}
         for key, (diff, steps) in full.items():
@@ -536,8 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)  # fmt: skip
         sim_requests, sim_decisions, matched = {}, {}, None
         if args.per_request or args.decisions:
-            eps = [e for r in rounds for way in ("turns", "alone") for e in r[way] if e["controller"] == controller_name(a)]
-            share = sum(e["accepted"] for e in eps) / sum(e["drafted"] for e in eps)
+            share = live_share(rounds, controller_name(a))
             acc = matched_acceptance(ctx, sc, a, share)
             matched = {"controller": a, "live_share": round(share, 4), "profile_mean": sc.acceptance.mean,
                        "matched_mean": acc.mean}  # fmt: skip
