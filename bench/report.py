@@ -909,15 +909,54 @@ def _turns_by_band(d: dict) -> list[str]:
                 for v in (cells.get(k) for k in ws["turns"]) if v) + " |")  # fmt: skip
     fm = d.get("first_meetings")
     if fm:
-        out += ["", "Steps of a token count their engine had not served before (`first_meetings`, rounds after the "
-                "first): " + "; ".join(f"{way}: " + ", ".join(f"{c} {v['new_share']:.1%} of steps, "
-                                                              f"{v['excess_share']:.2%} of busy time"
-                                                              for c, v in fm[way].items())
-                                       for way in ("turns", "alone") if way in fm)
-                + ". Such a step costs, over a seen count's step of its band: "
-                + ", ".join(f"{band} {v['vs_seen']:.2f}x ({v['new']})" for band, v in fm["cost_by_band"].items())
-                + "."]  # fmt: skip
+        out += ["", "Steps of a token count their engine had not served before (`first_meetings`, "
+                + ("every round, the warm-up's counts recorded" if "warm_counts" in d
+                   else "rounds after the first; the warm-up was not recorded, so these shares are upper bounds")
+                + "): " + _first_meetings_text(fm)]  # fmt: skip
     return out
+
+
+def _first_meetings_text(fm: dict) -> str:
+    return ("; ".join(f"{way}: " + ", ".join(f"{c} {v['new_share']:.1%} of steps, {v['excess_share']:.2%} of busy time"
+                                             for c, v in fm[way].items())
+                      for way in ("turns", "alone") if way in fm)
+            + ". Such a step costs, over a seen count's step of its band: "
+            + ", ".join(f"{band} {v['vs_seen']:.2f}x ({v['new']})" for band, v in fm["cost_by_band"].items())
+            + ".")  # fmt: skip
+
+
+def turns_bias_pooled(d: dict) -> list[str]:
+    w, a, b = d["workload"], d["a"], d["b"]
+    lat = d["summary"]["mean_latency_s"]
+    out = [f"## Runs of one A/B pooled (`bench/turns_bias.py --pool`, profile `{d['profile']}`, {b} / {a})", "",
+           _env(d), "",
+           f"{w['requests']} requests ({w['name']}, {w['knob']} {w['value']:g}), turns of {d['turn_s']:g} s, "
+           f"{d['warm_rounds']} warm-up round(s) per run: B / A of mean latency per run and over all their rounds "
+           "(geometric mean +- standard error over rounds).", "",
+           "| run | rounds | in turns | alone | simulated |", "|---|---|---|---|---|"]  # fmt: skip
+    for r in d["pooled_from"]:
+        out.append(f"| `{r['name']}` | {r['rounds']} | {r['turns']['mean']:.3f} +- {r['turns']['rel_se']:.3f} | "
+                   f"{r['alone']['mean']:.3f} +- {r['alone']['rel_se']:.3f} | {r['sim_b_over_a']:.3f} |")
+    out.append(f"| pooled | {len(lat['turns']['per_round'])} | **{lat['turns']['mean']:.3f}** +- "
+               f"{lat['turns']['rel_se']:.3f} | **{lat['alone']['mean']:.3f}** +- {lat['alone']['rel_se']:.3f} | "
+               f"{d['sim_b_over_a']:.3f} |")  # fmt: skip
+    adjusted = d["summary"].get("speed_adjusted") or {}
+    if any(adjusted.values()):
+        out += ["", "Speed-adjusted over all rounds: " + "; ".join(
+            f"{way} {v['b_over_a']:.3f} (slope {v['slope']:.2f}, speed explains {v['r2']:.0%})"
+            for way, v in adjusted.items() if v) + "."]  # fmt: skip
+    ws = d.get("within_state")
+    if ws:
+        out += ["", "B's steps against A's in the same state over every run (`within_state`): " + "; ".join(
+            f"{way} " + ", ".join(f"{'all' if k == 'all' else f'k = {k}'} {v['vs_a']:.3f}"
+                                  + (f" +- {v['rel_se']:.3f}" if v["rel_se"] is not None else "") + f" ({v['steps']})"
+                                  for k, v in cells.items())
+            for way, cells in ws.items()) + "."]  # fmt: skip
+    for name, fm in (d.get("first_meetings") or {}).items():
+        if fm:
+            bound = "" if fm.get("warm_recorded") else " (warm-up not recorded: upper bounds)"
+            out += ["", f"First meetings in `{name}`{bound}: " + _first_meetings_text(fm)]
+    return [*out, ""]
 
 
 def _turns_per_request(d: dict) -> list[str]:
@@ -1136,7 +1175,9 @@ SECTIONS = [
                                       "turns_bias-cpu-tiny-amx-azure-moving", "turns_bias-cpu-tiny-amx-azure-moving-run2",
                                       "turns_bias-cpu-tiny-amx-azure-cycle-vs-static2",
                                       "turns_bias-cpu-tiny-amx-azure-moving-warm5",
-                                      "turns_bias-cpu-tiny-amx-azure-moving-warm5-run2")),
+                                      "turns_bias-cpu-tiny-amx-azure-moving-warm5-run2",
+                                      "turns_bias-cpu-tiny-amx-azure-moving-warm5-run3")),
+    ("turns_bias-cpu-tiny-amx-azure-moving-warm5-pooled", turns_bias_pooled),
     ("drafter_by_k-cpu-tiny-amx-before", drafter_by_k),
     ("drafter_by_k-cpu-tiny-amx", drafter_by_k),
     ("shape_warmth-cpu-tiny-amx", shape_warmth),

@@ -34,7 +34,7 @@ engines, each round also measures the engines themselves: the first engine over 
 whoever they serve (it read 1.2-2.7% slower in every round of both committed runs, which is
 why `sim_to_real.py eval` seats its policy on every engine in turn). Writes results/NAME.json
 (default turns_bias-<profile>); `--summarise NAME` recomputes a result's summary from its
-rounds.
+rounds; `--pool A,B,... --out NAME` pools the rounds of several runs of one A/B.
 """
 
 from __future__ import annotations
@@ -257,14 +257,17 @@ def _engine_history(rounds: list[dict]):
             yield i, "alone", 0, e
 
 
-def first_meetings(rounds: list[dict]) -> dict:
+def first_meetings(rounds: list[dict], warm_counts: list[list[int]] | None = None) -> dict:
     """Steps whose token count their engine had not served before (vLLM's CPU GEMMs build a
-    oneDNN primitive per token count on first use: section 22), and what they cost. The warm-up
-    before the rounds is not logged, so round 0 only marks counts and the figures are over the
-    later rounds. A controller that chooses k by state meets more counts than a static one, and
-    meets them again in every round: `excess_share` is the share of its busy time that steps
-    of a new count cost beyond a seen count's price in the same band (`cost_by_band`, pooled)."""
-    seen: dict[int, set[int]] = {}
+    oneDNN primitive per token count on first use: section 22), and what they cost. With
+    `warm_counts` (the counts each engine met in the warm-up) every round counts; without (runs
+    before the warm-up was recorded) round 0 only marks counts, and a count met in the warm-up
+    but not in round 0 reads as new: an upper bound. A controller that chooses k by state meets
+    more counts than a static one, and meets them again in every round: `excess_share` is the
+    share of its busy time that steps of a new count cost beyond a seen count's price in the
+    same band (`cost_by_band`, pooled)."""
+    seen: dict[int, set[int]] = {i: set(c) for i, c in enumerate(warm_counts or [])}
+    first_counted = 0 if warm_counts else 1
     steps = []  # (way, controller, band, new, log cost over profile, measured s)
     for i, way, engine, e in _engine_history(rounds):
         met = seen.setdefault(engine, set())
@@ -272,7 +275,7 @@ def first_meetings(rounds: list[dict]) -> dict:
             m = row[ITERATION_AT["scheduled_tokens"]]
             new = m not in met
             met.add(m)
-            if i:
+            if i >= first_counted:
                 steps.append((way, e["controller"], sum(m >= x for x in BANDS), new,
                               math.log(row[ITERATION_AT["measured_s"]] / row[ITERATION_AT["predicted_s"]]),
                               row[ITERATION_AT["measured_s"]]))  # fmt: skip
@@ -448,6 +451,39 @@ def speed_adjusted_b_over_a(rounds: list[dict], way: str, a: str, b: str) -> dic
             "episodes": adjusted.episodes}  # fmt: skip
 
 
+# What must match for runs to be one A/B: the pair, the point, the turn and the warm-up.
+POOL_KEYS = ("profile", "workload", "a", "b", "turn_s", "warm_rounds")
+
+
+def pool(names: list[str]) -> dict:
+    """Several runs of one A/B as one set of rounds: each run's rounds are as exchangeable as
+    one run's (both engines serve both controllers in every round), so the pooled summary has
+    its standard error over all of them, where a run of 4-6 rounds leaves +-1.5-2.5%. Steps are
+    matched on state over every run (`within_state`); first meetings stay per run, as each run
+    starts its own engines."""
+    docs = [json.loads((ROOT / "results" / f"{n}.json").read_text()) for n in names]
+    for n, d in zip(names, docs, strict=True):
+        d.setdefault("warm_rounds", 1)  # runs from before --warm-rounds warmed once
+        for k in POOL_KEYS:
+            if d.get(k) != docs[0].get(k):
+                raise SystemExit(f"--pool: {n} has {k} = {d.get(k)!r} where {names[0]} has {docs[0].get(k)!r}; "
+                                 f"pool runs of one A/B (same {', '.join(POOL_KEYS)})")  # fmt: skip
+    rounds = [r for d in docs for r in d["rounds"]]
+    a, b = docs[0]["a"], docs[0]["b"]
+    lat = "mean_latency_s"
+    out = {k: docs[0][k] for k in POOL_KEYS}
+    out["pooled_from"] = [{"name": n, "rounds": len(d["rounds"]), "sim_b_over_a": d["sim_b_over_a"],
+                           "turns": d["summary"][lat]["turns"], "alone": d["summary"][lat]["alone"]}
+                          for n, d in zip(names, docs, strict=True)]  # fmt: skip
+    out["sim_b_over_a"] = round(geomean([d["sim_b_over_a"] for d in docs]), 4)
+    out["summary"] = summarise(rounds, a, b)
+    if all("iteration_fields" in d for d in docs):
+        out["within_state"] = within_state(rounds, a, b)
+        out["first_meetings"] = {n: {**d["first_meetings"], "warm_recorded": "warm_counts" in d}
+                                 for n, d in zip(names, docs, strict=True)}  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="cpu-tiny-amx")
@@ -474,7 +510,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep each decision and its observation, live and simulated (`decisions`)")  # fmt: skip
     ap.add_argument("--summarise", default=None, metavar="NAME",
                     help="recompute results/NAME.json's summary from its rounds (no engine runs)")  # fmt: skip
+    ap.add_argument("--pool", default=None, metavar="NAME,NAME,...",
+                    help="pool the rounds of these results/NAME.json runs of one A/B into results/OUT.json (no engine "
+                         "runs; --out is required)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.pool:
+        names = args.pool.split(",")
+        if len(names) < 2 or not args.out:
+            raise SystemExit(f"--pool: {args.pool!r}; give two or more result names and --out NAME")
+        d = pool(names)
+        write_result(args.out, d)
+        t = d["summary"]["mean_latency_s"]
+        print(f"{d['b']} / {d['a']} over {len(t['turns']['per_round'])} rounds: in turns {t['turns']['mean']:.3f} "
+              f"+- {t['turns']['rel_se']:.3f}, alone {t['alone']['mean']:.3f} +- {t['alone']['rel_se']:.3f}")
+        return 0
     if args.summarise:
         path = ROOT / "results" / f"{args.summarise}.json"
         d = json.loads(path.read_text())
@@ -484,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             d["step_regression"] = {c: step_regression(d["rounds"], c) for c in (d["a"], d["b"])}
             d.pop("within_band", None)  # matched on the size band alone: superseded by within_state
             d["within_state"] = within_state(d["rounds"], d["a"], d["b"])
-            d["first_meetings"] = first_meetings(d["rounds"])
+            d["first_meetings"] = first_meetings(d["rounds"], d.get("warm_counts"))
         if "sim_decisions" in d:
             d["decisions"] = decisions(d["rounds"], d["sim_decisions"], d["b"])
         if "sim_requests" in d:
@@ -533,9 +582,11 @@ def main(argv: list[str] | None = None) -> int:
                      **({"decision_log": extra["decision_log"]} if args.decisions else {})}
                     for c, (m, extra) in zip(order, results, strict=True)]  # fmt: skip
 
+        warm_counts: list[set[int]] = [set(), set()]  # token counts each engine met in the warm-up
         for _ in range(args.warm_rounds):  # warm-up: each engine builds both controllers' shapes, unmeasured
-            serve([a, b])
-            serve([b, a])
+            for order in ([a, b], [b, a]):
+                for engine, e in enumerate(serve(order)):
+                    warm_counts[engine].update(row[ITERATION_AT["scheduled_tokens"]] for row in e.get("iteration_log", ()))
         print("engines warm", flush=True)
         for r in range(args.rounds):
             ab, ba = serve([a, b]), serve([b, a])
@@ -585,7 +636,8 @@ def main(argv: list[str] | None = None) -> int:
         **({"iteration_fields": list(TURN_ITERATION_FIELDS), "by_kind": kinds, "by_band": bands,
             "step_regression": regression,
             "within_state": within_state(rounds, controller_name(a), controller_name(b)),
-            "first_meetings": first_meetings(rounds)} if kinds else {}),
+            "warm_counts": [sorted(c) for c in warm_counts],
+            "first_meetings": first_meetings(rounds, [sorted(c) for c in warm_counts])} if kinds else {}),
         **({"matched_acceptance": matched} if matched else {}),
         **({"decision_fields": list(DECISION_FIELDS), "sim_decisions": sim_decisions,
             "decisions": decisions(rounds, sim_decisions, controller_name(b))} if args.decisions else {}),
