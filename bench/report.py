@@ -952,6 +952,7 @@ def turns_bias_pooled(d: dict) -> list[str]:
                                   + (f" +- {v['rel_se']:.3f}" if v["rel_se"] is not None else "") + f" ({v['steps']})"
                                   for k, v in cells.items())
             for way, cells in ws.items()) + "."]  # fmt: skip
+    out += _turns_regression(d)
     for name, fm in (d.get("first_meetings") or {}).items():
         if fm:
             bound = "" if fm.get("warm_recorded") else " (warm-up not recorded: upper bounds)"

@@ -459,8 +459,9 @@ def pool(names: list[str]) -> dict:
     """Several runs of one A/B as one set of rounds: each run's rounds are as exchangeable as
     one run's (both engines serve both controllers in every round), so the pooled summary has
     its standard error over all of them, where a run of 4-6 rounds leaves +-1.5-2.5%. Steps are
-    matched on state over every run (`within_state`); first meetings stay per run, as each run
-    starts its own engines."""
+    matched on state (`within_state`) and B's steps regressed on what they scheduled
+    (`step_regression`) over every run; first meetings stay per run, as each run starts its own
+    engines."""
     docs = [json.loads((ROOT / "results" / f"{n}.json").read_text()) for n in names]
     for n, d in zip(names, docs, strict=True):
         d.setdefault("warm_rounds", 1)  # runs from before --warm-rounds warmed once
@@ -479,6 +480,7 @@ def pool(names: list[str]) -> dict:
     out["summary"] = summarise(rounds, a, b)
     if all("iteration_fields" in d for d in docs):
         out["within_state"] = within_state(rounds, a, b)
+        out["step_regression"] = {b: step_regression(rounds, b)}
         out["first_meetings"] = {n: {**d["first_meetings"], "warm_recorded": "warm_counts" in d}
                                  for n, d in zip(names, docs, strict=True)}  # fmt: skip
     return out
