@@ -895,24 +895,29 @@ def _turns_by_band(d: dict) -> list[str]:
             for c in names:
                 cells.append(_vs_profile_cell(bands.get(way, {}).get(c, {}).get(k)))
         out.append(f"| {k} | " + " | ".join(cells) + " |")
-    ws = d.get("within_state")
-    if ws:
-        out += ["", "B's steps at each k against A's steps in the same state (`within_state`: tokens scheduled, "
-                "decode requests, prefill or not, first of its turn or not, context; exp of the mean "
-                "log(measured / predicted) difference weighted by B's steps per state, +- a jackknife standard "
-                "error over rounds; steps in brackets):", "",
-                "| way | " + " | ".join(f"k = {k}" if k != "all" else "all" for k in ws["turns"]) + " |",
-                "|---" * (len(ws["turns"]) + 1) + "|"]  # fmt: skip
-        for way, cells in ws.items():
-            out.append(f"| {way} | " + " | ".join(
-                f"{v['vs_a']:.3f}" + (f" +- {v['rel_se']:.3f}" if v["rel_se"] is not None else "") + f" ({v['steps']})"
-                for v in (cells.get(k) for k in ws["turns"]) if v) + " |")  # fmt: skip
+    out += _within_state_table(d.get("within_state"))
     fm = d.get("first_meetings")
     if fm:
         out += ["", "Steps of a token count their engine had not served before (`first_meetings`, "
                 + ("every round, the warm-up's counts recorded" if "warm_counts" in d
                    else "rounds after the first; the warm-up was not recorded, so these shares are upper bounds")
                 + "): " + _first_meetings_text(fm)]  # fmt: skip
+    return out
+
+
+def _within_state_table(ws: dict | None) -> list[str]:
+    if not ws:
+        return []
+    out = ["", "B's steps at each k against A's steps in the same state (`within_state`: tokens scheduled, "
+           "decode requests, prefill or not, first of its turn or not, context; exp of the mean "
+           "log(measured / predicted) difference weighted by B's steps per state, +- a jackknife standard "
+           "error over rounds; steps in brackets):", "",
+           "| way | " + " | ".join(f"k = {k}" if k != "all" else "all" for k in ws["turns"]) + " |",
+           "|---" * (len(ws["turns"]) + 1) + "|"]  # fmt: skip
+    for way, cells in ws.items():
+        out.append(f"| {way} | " + " | ".join(
+            f"{v['vs_a']:.3f}" + (f" +- {v['rel_se']:.3f}" if v["rel_se"] is not None else "") + f" ({v['steps']})"
+            for v in (cells.get(k) for k in ws["turns"]) if v) + " |")  # fmt: skip
     return out
 
 
@@ -945,13 +950,7 @@ def turns_bias_pooled(d: dict) -> list[str]:
         out += ["", "Speed-adjusted over all rounds: " + "; ".join(
             f"{way} {v['b_over_a']:.3f} (slope {v['slope']:.2f}, speed explains {v['r2']:.0%})"
             for way, v in adjusted.items() if v) + "."]  # fmt: skip
-    ws = d.get("within_state")
-    if ws:
-        out += ["", "B's steps against A's in the same state over every run (`within_state`): " + "; ".join(
-            f"{way} " + ", ".join(f"{'all' if k == 'all' else f'k = {k}'} {v['vs_a']:.3f}"
-                                  + (f" +- {v['rel_se']:.3f}" if v["rel_se"] is not None else "") + f" ({v['steps']})"
-                                  for k, v in cells.items())
-            for way, cells in ws.items()) + "."]  # fmt: skip
+    out += _within_state_table(d.get("within_state"))
     out += _turns_regression(d)
     for name, fm in (d.get("first_meetings") or {}).items():
         if fm:
