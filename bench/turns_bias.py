@@ -619,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ctx.close()
     summary = summarise(rounds, controller_name(a), controller_name(b))
+    warm = [sorted(c) for c in warm_counts]
     kinds = by_kind(rounds) if args.iterations else None
     bands = by_band(rounds) if args.iterations else None
     regression = {controller_name(c): step_regression(rounds, controller_name(c)) for c in pair} if args.iterations else None
@@ -638,8 +639,8 @@ def main(argv: list[str] | None = None) -> int:
         **({"iteration_fields": list(TURN_ITERATION_FIELDS), "by_kind": kinds, "by_band": bands,
             "step_regression": regression,
             "within_state": within_state(rounds, controller_name(a), controller_name(b)),
-            "warm_counts": [sorted(c) for c in warm_counts],
-            "first_meetings": first_meetings(rounds, [sorted(c) for c in warm_counts])} if kinds else {}),
+            "warm_counts": warm,
+            "first_meetings": first_meetings(rounds, warm)} if kinds else {}),
         **({"matched_acceptance": matched} if matched else {}),
         **({"decision_fields": list(DECISION_FIELDS), "sim_decisions": sim_decisions,
             "decisions": decisions(rounds, sim_decisions, controller_name(b))} if args.decisions else {}),
